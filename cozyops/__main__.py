@@ -1,0 +1,3 @@
+from cozyops.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""The `cozyops` command line: the app, the global options and the one error handler.
+
+The library never prints and never exits; commands render its results here. Messages and
+progress go to standard error, data (``--json``) alone to standard output.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from cozyops import __version__, paths
+from cozyops.cli import lab as lab_commands
+from cozyops.cli.render import err_console, settings
+from cozyops.errors import CozyopsError
+
+HELP = """\
+cozyops runs Cozy (cozy-stack) hosting: DNS records and wildcard TLS certificates for every
+instance's app subdomains, fleets of servers and instances planned and applied like code, and the
+way out of Cozy v2.
+
+Start with the lab, a small world on this machine (DNS servers, an ACME CA) that every command
+can run against:
+
+  sudo cozyops lab setup     install what the lab needs (once)
+  sudo cozyops lab demo      bring the lab up and show what works
+
+Logs (with tracebacks of unexpected errors) go to ~/.local/state/cozyops/logs/cozyops.log
+($XDG_STATE_HOME). Exit status: 0 done, 1 a known error (one line on standard error), 2 an unsafe
+plan that needs --force.
+"""
+
+app = typer.Typer(
+    name="cozyops",
+    help=HELP,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(lab_commands.app, name="lab")
+
+log = logging.getLogger("cozyops")
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """Creates the log's directory and file only when something is logged."""
+
+    def _open(self):  # type: ignore[override]
+        paths.log_file().parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def _configure_logging(debug: bool) -> None:
+    logger = logging.getLogger("cozyops")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    file_handler = _LazyFileHandler(paths.log_file(), delay=True)
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(file_handler)
+    if debug:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setLevel(logging.DEBUG)
+        stream.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(stream)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cozyops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Log to standard error; show tracebacks."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    settings.debug = debug
+    _configure_logging(debug)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: run the app, render every failure as the contract says.
+
+    Typer (in standalone mode) handles usage errors and exits itself; everything else that
+    escapes a command arrives here.
+    """
+    try:
+        app(args=argv, prog_name="cozyops")
+    except CozyopsError as error:
+        log.error("%s", error)
+        if settings.debug:
+            err_console.print_exception()
+        err_console.print(f"cozyops: error: {error}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except Exception as error:  # noqa: BLE001 - the one place that sees unexpected errors
+        log.exception("unexpected error")
+        if settings.debug:
+            err_console.print_exception()
+        err_console.print(
+            f"cozyops: unexpected error: {type(error).__name__}: {error} "
+            f"(traceback in {paths.log_file()})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,204 @@
+"""`cozyops lab`: the local lab, the embedded default to try everything on."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cozyops import paths
+from cozyops.cli.render import emit_json, err_console
+from cozyops.errors import LabError
+from cozyops.lab import demo as lab_demo
+from cozyops.lab import setup as lab_setup
+from cozyops.lab.lab import Lab
+
+app = typer.Typer(
+    help="""The local lab: BIND 9 and Knot DNS (each primary of one zone and secondary of the
+other, TSIG-signed updates and transfers) and pebble (Let's Encrypt's test CA) in network
+namespaces of their own, plus a ready fleet directory pointing at them. Needs root.""",
+    no_args_is_help=True,
+)
+
+IdOption = typer.Option(
+    None, "--id", envvar="COZYOPS_LAB_ID", help="The lab's id (default: lab). Names its namespaces and subnet."
+)
+DirOption = typer.Option(
+    None,
+    "--dir",
+    envvar="COZYOPS_LAB_DIR",
+    help="The lab's directory (default: $XDG_STATE_HOME/cozyops/labs/ID).",
+    file_okay=False,
+)
+JsonOption = typer.Option(False, "--json", help="Print JSON (and only JSON) on standard output.")
+
+
+def _open(lab_id: str | None, directory: Path | None, **zones: str | None) -> Lab:
+    return Lab.open(lab_id, directory, **zones)
+
+
+def _step(message: str) -> None:
+    err_console.print(f"  {message}", style="dim", highlight=False)
+
+
+@app.command()
+def setup(json: bool = JsonOption) -> None:
+    """Install the Debian packages the lab needs (as root; idempotent).
+
+    Packages are installed by name with apt-get; their system services are not started.
+    """
+    log = paths.state_dir() / "logs" / "lab-setup.log"
+    missing = lab_setup.missing_packages()
+    started = time.monotonic()
+    if missing:
+        with err_console.status(f"installing {', '.join(missing)} (log: {log})"):
+            result = lab_setup.install(log)
+    else:
+        result = lab_setup.install(log)
+    seconds = time.monotonic() - started
+    if json:
+        emit_json({"installed": result.installed, "already": result.already, "seconds": round(seconds, 1)})
+    elif result.installed:
+        err_console.print(f"installed {', '.join(result.installed)} in {seconds:.1f} s")
+    else:
+        err_console.print("the lab's packages are all installed")
+
+
+@app.command()
+def up(
+    lab_id: str = IdOption,
+    zone: str = typer.Option(None, "--zone", help="The lab's main zone, BIND's (default: cozy.test)."),
+    zone2: str = typer.Option(None, "--zone2", help="The second zone, Knot's (default: cozy2.test)."),
+    directory: Path = DirOption,
+    json: bool = JsonOption,
+) -> None:
+    """Bring the lab up, or complete a lab that is up (nothing running is restarted)."""
+    lab = _open(lab_id, directory, zone=zone, zone2=zone2)
+    started = time.monotonic()
+    with err_console.status(f"bringing lab {lab.spec.id} up"):
+        lab.up(report=_step)
+    status = lab.status()
+    if json:
+        emit_json(status)
+        return
+    _print_status(status)
+    err_console.print(f"lab {lab.spec.id} is up ({time.monotonic() - started:.1f} s). Try: cozyops lab demo")
+
+
+@app.command()
+def status(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
+    """Each component of the lab, ok or not with the reason. Exit 1 unless all is ok."""
+    report = _open(lab_id, directory).status()
+    if json:
+        emit_json(report)
+    else:
+        _print_status(report)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    lab_id: str = IdOption,
+    directory: Path = DirOption,
+    purge: bool = typer.Option(False, "--purge", help="Also delete the lab's directory (zones, keys, fleet)."),
+) -> None:
+    """Stop every process the lab started and remove its namespaces (idempotent)."""
+    lab = _open(lab_id, directory)
+    lab.down(purge=purge, report=_step)
+    err_console.print(f"lab {lab.spec.id} is down" + (" and purged" if purge else ""))
+
+
+@app.command(
+    name="exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    command: list[str] = typer.Argument(..., help="The command and its arguments (after --)."),
+    lab_id: str = IdOption,
+    directory: Path = DirOption,
+) -> None:
+    """Run COMMAND inside the lab's network namespace: cozyops lab exec -- dig @ADDR SOA ZONE.
+
+    COZYOPS_FLEET is set to the lab's fleet unless already set; everything else (environment,
+    working directory, standard streams, exit status) passes through unchanged.
+    """
+    lab_setup.require_root("cozyops lab exec")
+    argv, env = _open(lab_id, directory).exec_argv(command)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as error:
+        raise LabError(argv[0], f"cannot run: {error.strerror}") from None
+
+
+@app.command()
+def env(lab_id: str = IdOption, directory: Path = DirOption) -> None:
+    """The lab's settings as shell exports: eval "$(cozyops lab env)"."""
+    for name, value in _open(lab_id, directory).env().items():
+        print(f"export {name}={shlex.quote(value)}")
+
+
+@app.command()
+def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
+    """Set the lab up if needed and show, step by step, what works."""
+    if lab_setup.missing_packages():
+        setup(json=False)
+    lab = _open(lab_id, directory)
+    if not lab.is_up():
+        with err_console.status(f"bringing lab {lab.spec.id} up"):
+            lab.up(report=_step)
+    else:
+        lab.up()  # completes a partly running lab; a no-op otherwise
+    results = []
+    for step in lab_demo.steps(lab):
+        with err_console.status(step.title):
+            result = lab_demo.run_step(lab, step)
+        results.append(result)
+        if not json:
+            mark = "[green]ok[/green]" if result.ok else "[red]FAILED[/red]"
+            err_console.print(f"{mark} {result.title} [dim]({result.seconds:.2f} s)[/dim]")
+            err_console.print(f"   {result.detail}", style="dim", highlight=False, markup=False)
+    failed = [result for result in results if not result.ok]
+    if json:
+        emit_json(
+            {
+                "lab": lab.spec.id,
+                "ok": not failed,
+                "steps": [
+                    {"title": r.title, "ok": r.ok, "detail": r.detail, "seconds": round(r.seconds, 3)}
+                    for r in results
+                ],
+            }
+        )
+    else:
+        err_console.print(
+            f"{len(results) - len(failed)} of {len(results)} steps ok. "
+            f"The lab stays up: `cozyops lab status`, `cozyops lab down`."
+        )
+    if failed:
+        raise LabError(f"lab {lab.spec.id} demo", f"{len(failed)} step(s) failed: {failed[0].title}")
+
+
+def _print_status(report: dict) -> None:
+    def mark(ok: bool) -> str:
+        return "[green]ok[/green]" if ok else "[red]not ok[/red]"
+
+    table = Table(title=f"lab {report['id']} ({report['dir']})", title_justify="left")
+    table.add_column("component")
+    table.add_column("where")
+    table.add_column("state")
+    for server in report["dns"]["servers"]:
+        where = f"{server['address']}:{server['port']}"
+        table.add_row(f"dns {server['name']}", where, mark(server["ok"]) + _why(server["reason"]))
+    acme = report["acme"]
+    table.add_row("acme (pebble)", acme["directory"], mark(acme["ok"]) + _why(acme["reason"]))
+    table.add_row("fleet", report["fleet"], "")
+    err_console.print(table)
+
+
+def _why(reason: str | None) -> str:
+    return f": {reason}" if reason else ""

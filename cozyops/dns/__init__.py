@@ -1,0 +1,1 @@
+"""DNS: records for instances, providers (RFC 2136, manual) and propagation checks."""

@@ -1,0 +1,145 @@
+"""`cozyops lab demo`: show, step by step, that the lab's services work.
+
+Each step is a function run inside the lab's namespace; it returns a one-line detail or raises.
+Later issues add steps (hosts, provisioning, certificates, a v2 import) to the same list.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.update
+import dns.xfr
+import dns.zone
+
+from cozyops.dns.tsig import TsigKey
+from cozyops.errors import LabError
+from cozyops.lab import netns, probe
+from cozyops.lab.lab import Lab
+
+PROPAGATION_DEADLINE = 10.0
+
+
+@dataclass
+class Step:
+    title: str
+    run: Callable[[], str]
+
+
+@dataclass
+class StepResult:
+    title: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def _txt(address: str, name: str) -> list[str]:
+    response = dns.query.udp(dns.message.make_query(name, dns.rdatatype.TXT), address, timeout=1)
+    return [b"".join(rdata.strings).decode() for rrset in response.answer for rdata in rrset]
+
+
+def update_propagates(lab: Lab, key: TsigKey, zone: str) -> str:
+    """A TSIG-signed UPDATE to the zone's primary is served by its secondary."""
+    servers = {server["name"]: server["address"] for server in lab.dns_servers()}
+    primary = lab.spec.primary_of(zone)
+    secondary = "knot" if primary == "bind" else "bind"
+    name, token = f"_cozyops-demo.{zone}.", secrets.token_hex(8)
+    update = dns.update.UpdateMessage(
+        f"{zone}.", keyring=key.keyring(), keyname=key.name, keyalgorithm=key.algorithm_name
+    )
+    update.add(name, 60, "TXT", f'"{token}"')
+    started = time.monotonic()
+    answer = dns.query.tcp(update, servers[primary], timeout=5)
+    if answer.rcode() != dns.rcode.NOERROR:
+        raise LabError(f"update of {zone} at {primary}", dns.rcode.to_text(answer.rcode()))
+    try:
+        while token not in _txt(servers[secondary], name):
+            if time.monotonic() - started > PROPAGATION_DEADLINE:
+                raise LabError(
+                    f"{secondary} ({servers[secondary]})",
+                    f"does not serve {name} {PROPAGATION_DEADLINE:.0f} s after the update",
+                )
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+    finally:
+        cleanup = dns.update.UpdateMessage(
+            f"{zone}.", keyring=key.keyring(), keyname=key.name, keyalgorithm=key.algorithm_name
+        )
+        cleanup.delete(name, "TXT")
+        dns.query.tcp(cleanup, servers[primary], timeout=5)
+    return (
+        f"TXT {name} added at {primary} ({servers[primary]}), "
+        f"served by {secondary} ({servers[secondary]}) after {elapsed * 1000:.0f} ms"
+    )
+
+
+def unsigned_refused(lab: Lab) -> str:
+    """Updates and zone transfers without the key are refused by both servers."""
+    outcomes = []
+    for server in lab.dns_servers():
+        for zone in lab.spec.zones:
+            update = dns.update.UpdateMessage(f"{zone}.")
+            update.add(f"intruder.{zone}.", 60, "A", "192.0.2.1")
+            rcode = dns.query.tcp(update, server["address"], timeout=5).rcode()
+            if rcode == dns.rcode.NOERROR:
+                raise LabError(f"{server['name']} {zone}", "accepted an unsigned UPDATE")
+            try:
+                dns.zone.from_xfr(dns.query.xfr(server["address"], zone, timeout=5))
+            except (dns.xfr.TransferError, dns.exception.FormError, EOFError, ConnectionError):
+                pass
+            else:
+                raise LabError(f"{server['name']} {zone}", "allowed an unsigned zone transfer")
+            outcomes.append(dns.rcode.to_text(rcode))
+    return f"unsigned UPDATE and AXFR refused by both servers for both zones ({', '.join(sorted(set(outcomes)))})"
+
+
+def serves_both_zones(lab: Lab, server: dict) -> str:
+    serials = [
+        f"{zone} serial {probe.soa_serial(server['address'], zone)}" for zone in lab.spec.zones
+    ]
+    return f"{server['software']} at {server['address']}:{server['port']}: " + ", ".join(serials)
+
+
+def acme_answers(lab: Lab) -> str:
+    pebble = lab.pebble()
+    directory = probe.acme_directory(lab.spec.acme_directory, str(pebble.ca_bundle))
+    endpoints = sorted(key for key in directory if key != "meta")
+    return f"{lab.spec.acme_directory}: {', '.join(endpoints)}; issuing root in {pebble.issuing_root}"
+
+
+def steps(lab: Lab) -> list[Step]:
+    key = lab.key()
+    bind, knot = lab.dns_servers()
+    return [
+        Step("BIND answers for both zones", lambda: serves_both_zones(lab, bind)),
+        Step("Knot answers for both zones", lambda: serves_both_zones(lab, knot)),
+        Step(
+            f"an update through BIND ({lab.spec.zone}) is served by Knot",
+            lambda: update_propagates(lab, key, lab.spec.zone),
+        ),
+        Step(
+            f"an update through Knot ({lab.spec.zone2}) is served by BIND",
+            lambda: update_propagates(lab, key, lab.spec.zone2),
+        ),
+        Step("updates and transfers need the TSIG key", lambda: unsigned_refused(lab)),
+        Step("the ACME directory answers", lambda: acme_answers(lab)),
+    ]
+
+
+def run_step(lab: Lab, step: Step) -> StepResult:
+    started = time.monotonic()
+    try:
+        detail = netns.inside(lab.spec.netns, step.run)
+        ok = True
+    except Exception as error:  # noqa: BLE001 - a failed step is reported, the demo goes on
+        detail, ok = str(error) or type(error).__name__, False
+    return StepResult(step.title, ok, detail, time.monotonic() - started)

@@ -1,0 +1,430 @@
+"""Bring a lab up, report on it, take it down.
+
+The lab's directory holds everything: ``lab.json`` (what runs: namespaces and processes by PID and
+start time), the services' configurations and zones, their logs, and the lab's fleet directory.
+A lab is *up* while its namespace exists. ``up`` on a lab that is up starts only what is missing
+(it never restarts a running service nor resets a zone); ``down`` stops every recorded process
+and removes the namespaces, and is harmless when repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cozyops import paths
+from cozyops.dns import tsig
+from cozyops.errors import ConfigError, LabError
+from cozyops.lab import fleet, netns, probe, procs, setup
+from cozyops.lab.services import Bind, Knot, Pebble, Service
+from cozyops.lab.spec import DNS_PORT, LabSpec, check_id
+
+STATE_FILE = "lab.json"
+READY_TIMEOUT = 15.0
+
+Report = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def default_dir(lab_id: str) -> Path:
+    return paths.labs_dir() / lab_id
+
+
+@dataclass
+class LabState:
+    """What ``lab.json`` records."""
+
+    id: str
+    zone: str
+    zone2: str
+    created: str = ""
+    namespaces: list[str] = field(default_factory=list)
+    processes: list[procs.Proc] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "zone": self.zone,
+            "zone2": self.zone2,
+            "created": self.created,
+            "namespaces": self.namespaces,
+            "processes": [proc.to_json() for proc in self.processes],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LabState":
+        return cls(
+            data["id"],
+            data["zone"],
+            data["zone2"],
+            data.get("created", ""),
+            list(data.get("namespaces", [])),
+            [procs.Proc.from_json(item) for item in data.get("processes", [])],
+        )
+
+    def process(self, name: str) -> procs.Proc | None:
+        return next((proc for proc in self.processes if proc.name == name), None)
+
+
+class Lab:
+    def __init__(self, spec: LabSpec, directory: Path) -> None:
+        self.spec = spec
+        self.dir = directory.resolve()
+
+    # -- locating -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        lab_id: str | None = None,
+        directory: Path | None = None,
+        zone: str | None = None,
+        zone2: str | None = None,
+    ) -> "Lab":
+        """The lab with this id and/or directory; its recorded zones win unless it is down."""
+        directory = directory or default_dir(check_id(lab_id or "lab"))
+        recorded = cls._read_state(directory)
+        if recorded:
+            if lab_id and lab_id != recorded.id:
+                raise ConfigError(str(directory), f"holds lab {recorded.id!r}, not {lab_id!r}")
+            lab_id = recorded.id
+        lab_id = check_id(lab_id or "lab")
+        if recorded and netns.exists(LabSpec(lab_id).netns):
+            for asked, running in ((zone, recorded.zone), (zone2, recorded.zone2)):
+                if asked and asked.rstrip(".").lower() != running:
+                    raise ConfigError(
+                        f"lab {lab_id}",
+                        f"is up with zone {running}, not {asked}",
+                        "`cozyops lab down` first to change its zones",
+                    )
+            zone, zone2 = recorded.zone, recorded.zone2
+        defaults = LabSpec()
+        return cls(LabSpec(lab_id, zone or defaults.zone, zone2 or defaults.zone2), directory)
+
+    @staticmethod
+    def _read_state(directory: Path) -> LabState | None:
+        path = directory / STATE_FILE
+        try:
+            return LabState.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(str(path), f"unreadable lab state ({error})") from None
+
+    # -- files ---------------------------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / STATE_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def fleet_dir(self) -> Path:
+        return self.dir / "fleet"
+
+    @property
+    def key_file(self) -> Path:
+        return self.fleet_dir / "secrets" / "tsig.key"
+
+    def state(self) -> LabState:
+        return self._read_state(self.dir) or LabState(self.spec.id, self.spec.zone, self.spec.zone2)
+
+    def _save(self, state: LabState) -> None:
+        tmp = self.state_path.with_name(STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+        os.replace(tmp, self.state_path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One lab operation at a time (a second `up` waits for the first)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def key(self) -> tsig.TsigKey:
+        if not self.key_file.exists():
+            tsig.write(self.key_file, tsig.generate(self.spec.key_name))
+        return tsig.load(self.key_file)
+
+    def services(self) -> list[Service]:
+        key = self.key()
+        return [
+            Bind(self.spec, self.dir / "bind", key, self.key_file),
+            Knot(self.spec, self.dir / "knot", key, self.key_file),
+            self.pebble(),
+        ]
+
+    def pebble(self) -> Pebble:
+        return Pebble(self.spec, self.dir / "pebble")
+
+    def is_up(self) -> bool:
+        return netns.exists(self.spec.netns)
+
+    # -- up ------------------------------------------------------------------------------------
+
+    def up(self, report: Report = _quiet) -> LabState:
+        setup.require_root("cozyops lab up")
+        setup.require_packages("cozyops lab up")
+        with self._locked():
+            state = self.state()
+            fresh = not self.is_up()
+            if fresh:
+                self._check_no_stray_namespace(state)
+                for proc in state.processes:  # left from a lab whose namespace went away
+                    procs.stop(proc)
+                state = LabState(
+                    self.spec.id,
+                    self.spec.zone,
+                    self.spec.zone2,
+                    datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                )
+                report(f"network namespace {self.spec.netns} ({self.spec.subnet})")
+                state.namespaces = [self.spec.netns]
+                self._save(state)  # recorded before creation: a crash leaves something `down` finds
+                netns.create(self.spec.netns)
+                netns.add_bridge(
+                    self.spec.netns,
+                    "br0",
+                    [self.spec.gateway, self.spec.bind_address, self.spec.knot_address],
+                    self.spec.subnet.prefixlen,
+                )
+            for service in self.services():
+                running = state.process(service.name)
+                if running and procs.alive(running):
+                    continue
+                report(f"starting {service.name}")
+                if fresh or not self._prepared(service):
+                    service.prepare()
+                state.processes = [p for p in state.processes if p.name != service.name]
+                proc, popen = procs.spawn(
+                    service.name,
+                    service.argv(),
+                    self.logs / f"{service.name}.log",
+                    netns=self.spec.netns,
+                    env=service.env(),
+                    cwd=service.root,
+                )
+                state.processes.append(proc)
+                self._save(state)
+                self._wait_ready(service, popen, proc)
+                if isinstance(service, Pebble):
+                    netns.inside(self.spec.netns, service.export_roots)
+            report("waiting for both DNS servers to serve both zones")
+            self._wait_secondaries()
+            fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle)
+            return state
+
+    def _prepared(self, service: Service) -> bool:
+        config = getattr(service, "config", None)
+        return bool(config and Path(config).exists())
+
+    def _check_no_stray_namespace(self, state: LabState) -> None:
+        if netns.exists(self.spec.netns) and self.spec.netns not in state.namespaces:
+            raise LabError(
+                f"namespace {self.spec.netns}",
+                f"exists but is not recorded in {self.state_path}",
+                f"another lab with id {self.spec.id} may use another directory",
+            )
+
+    def _wait_ready(self, service: Service, popen, proc: procs.Proc) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        reason: str | None = "not started"
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise LabError(
+                    f"{service.name} (lab {self.spec.id})",
+                    f"exited with status {popen.returncode}: {procs.tail(proc.log)}",
+                    f"log: {proc.log}",
+                )
+            reason = netns.inside(self.spec.netns, service.not_ready)
+            if reason is None:
+                return
+            time.sleep(0.05)
+        raise LabError(
+            f"{service.name} (lab {self.spec.id})",
+            f"not ready after {READY_TIMEOUT:.0f} s: {reason}",
+            f"log: {proc.log}",
+        )
+
+    def _wait_secondaries(self) -> None:
+        """Each server is the other's secondary: wait until both serve both zones."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            missing = netns.inside(self.spec.netns, self._dns_problems)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"lab {self.spec.id} DNS", "; ".join(missing), f"logs: {self.logs}")
+            time.sleep(0.1)
+
+    def _dns_problems(self) -> list[str]:
+        problems = []
+        for server in self.dns_servers():
+            for zone in self.spec.zones:
+                _, reason = probe.soa_reason(server["address"], zone, tcp=True)
+                if reason:
+                    problems.append(f"{server['name']} ({server['address']}) {zone}: {reason}")
+        return problems
+
+    # -- down ----------------------------------------------------------------------------------
+
+    def down(self, purge: bool = False, report: Report = _quiet) -> LabState:
+        """Stop every process the lab started (by PID), remove its namespaces; idempotent."""
+        setup.require_root("cozyops lab down")
+        with self._locked():
+            state = self.state()
+            for proc in reversed(state.processes):
+                if procs.alive(proc):
+                    report(f"stopping {proc.name} (pid {proc.pid})")
+                procs.stop(proc)
+            for name in reversed(state.namespaces):
+                if netns.exists(name):
+                    report(f"removing namespace {name}")
+                netns.delete(name)
+            leftovers = self.mounts()
+            if leftovers:
+                raise LabError(f"lab {self.spec.id}", "mounts remain: " + ", ".join(leftovers))
+            if self.state_path.exists():
+                self._save(state)
+        if purge:
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return state
+
+    def mounts(self) -> list[str]:
+        """Mount points under the lab's directory, in this mount namespace."""
+        found = []
+        prefix = str(self.dir) + "/"
+        with open("/proc/self/mountinfo") as mountinfo:
+            for line in mountinfo:
+                point = line.split()[4].replace("\\040", " ")
+                if point == str(self.dir) or point.startswith(prefix):
+                    found.append(point)
+        return found
+
+    # -- status --------------------------------------------------------------------------------
+
+    def dns_servers(self) -> list[dict]:
+        return [
+            {"name": "bind", "software": "BIND 9", "address": self.spec.bind_address, "port": DNS_PORT,
+             "primary_of": [self.spec.zone]},
+            {"name": "knot", "software": "Knot DNS", "address": self.spec.knot_address, "port": DNS_PORT,
+             "primary_of": [self.spec.zone2]},
+        ]
+
+    def status(self) -> dict:
+        state = self.state()
+        up = self.is_up()
+        processes = {proc.name: proc for proc in state.processes}
+        pebble = self.pebble()
+
+        def process_reason(name: str) -> str | None:
+            proc = processes.get(name)
+            if proc is None:
+                return "not started"
+            if not procs.alive(proc):
+                return f"process {proc.pid} is not running (log: {proc.log})"
+            return None
+
+        servers = []
+        for server in self.dns_servers():
+            entry = {**server, "ok": False, "zones": {}, "reason": None}
+            process = "named" if server["name"] == "bind" else "knotd"
+            entry["reason"] = "lab is down" if not up else process_reason(process)
+            servers.append(entry)
+        acme = {
+            "ok": False,
+            "directory": self.spec.acme_directory,
+            "ca_bundle": str(pebble.ca_bundle),
+            "issuing_root": str(pebble.issuing_root),
+            "reason": "lab is down" if not up else process_reason("pebble"),
+        }
+
+        def check() -> None:
+            for entry in servers:
+                if entry["reason"]:
+                    continue
+                reasons = []
+                for zone in self.spec.zones:
+                    serial, reason = probe.soa_reason(entry["address"], zone, tcp=True)
+                    entry["zones"][zone] = {"serial": serial, "reason": reason}
+                    if reason:
+                        reasons.append(f"{zone}: {reason}")
+                entry["reason"] = "; ".join(reasons) or None
+                entry["ok"] = not reasons
+            if acme["reason"] is None:
+                try:
+                    probe.acme_directory(self.spec.acme_directory, acme["ca_bundle"])
+                    acme["ok"] = True
+                except Exception as error:  # noqa: BLE001 - reported, not raised
+                    acme["reason"] = str(error) or type(error).__name__
+
+        if up:
+            netns.inside(self.spec.netns, check)
+        dns_ok = all(entry["ok"] for entry in servers)
+        return {
+            "id": self.spec.id,
+            "dir": str(self.dir),
+            "up": up,
+            "ok": up and dns_ok and acme["ok"],
+            "zone": self.spec.zone,
+            "zones": list(self.spec.zones),
+            "subnet": str(self.spec.subnet),
+            "netns": self.spec.netns,
+            "dns": {
+                "ok": dns_ok,
+                "servers": servers,
+                "tsig_key_file": str(self.key_file),
+                "tsig_key_name": self.spec.key_name,
+            },
+            "acme": acme,
+            "hosts": [],
+            "fleet": str(self.fleet_dir),
+            "ssh_config": None,
+            "namespaces": state.namespaces,
+            "pids": [proc.pid for proc in state.processes],
+            "processes": [
+                {"name": proc.name, "pid": proc.pid, "alive": procs.alive(proc), "log": proc.log}
+                for proc in state.processes
+            ],
+        }
+
+    def env(self) -> dict[str, str]:
+        pebble = self.pebble()
+        return {
+            "COZYOPS_LAB_ID": self.spec.id,
+            "COZYOPS_LAB_DIR": str(self.dir),
+            "COZYOPS_LAB_NETNS": self.spec.netns,
+            "COZYOPS_FLEET": str(self.fleet_dir),
+            "COZYOPS_LAB_ZONE": self.spec.zone,
+            "COZYOPS_LAB_ZONE2": self.spec.zone2,
+            "COZYOPS_LAB_DNS_BIND": self.spec.bind_address,
+            "COZYOPS_LAB_DNS_KNOT": self.spec.knot_address,
+            "COZYOPS_LAB_TSIG_KEY_FILE": str(self.key_file),
+            "COZYOPS_LAB_ACME_DIRECTORY": self.spec.acme_directory,
+            "COZYOPS_LAB_ACME_CA_BUNDLE": str(pebble.ca_bundle),
+            "COZYOPS_LAB_ACME_ISSUING_ROOT": str(pebble.issuing_root),
+        }
+
+    def exec_argv(self, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that run ``command`` inside the lab's namespace."""
+        if not self.is_up():
+            raise LabError(f"lab {self.spec.id}", "is not up", "run `cozyops lab up`")
+        env = dict(os.environ)
+        env.setdefault("COZYOPS_FLEET", str(self.fleet_dir))
+        return procs.netns_argv(self.spec.netns, command), env

@@ -1,0 +1,200 @@
+"""The lab's network services: BIND 9, Knot DNS and pebble, as configuration and probes.
+
+Each service knows how to write its configuration, the command that runs it in the foreground,
+and how to tell it is ready. Starting and stopping is the lab's business (``cozyops.lab.lab``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from cozyops import paths
+from cozyops.dns.tsig import TsigKey
+from cozyops.lab import pki, probe
+from cozyops.lab.spec import ACME_MANAGEMENT_PORT, ACME_PORT, DNS_PORT, LabSpec
+
+
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(paths.data_dir("templates") / "lab"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(template: str, **values: object) -> str:
+    return _templates().get_template(template).render(**values)
+
+
+@dataclass
+class Service:
+    spec: LabSpec
+    root: Path  # the service's directory inside the lab directory
+    key: TsigKey | None = None  # the DNS servers' TSIG key
+    key_file: Path | None = None
+
+    name = ""
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    def prepare(self) -> None:
+        """Write a fresh configuration and fresh zones (a new lab's start)."""
+        raise NotImplementedError
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def not_ready(self) -> str | None:
+        """None once the service answers; otherwise why not. Runs inside the lab's namespace."""
+        raise NotImplementedError
+
+    def _fresh_run_dir(self) -> None:
+        shutil.rmtree(self.run, ignore_errors=True)
+        self.run.mkdir(parents=True)
+
+    def _zone_file(self, zone: str) -> str:
+        return render("zone.j2", spec=self.spec, zone=zone, nameservers=self.spec.nameservers(zone))
+
+
+class Bind(Service):
+    name = "named"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "named.conf"
+
+    @property
+    def address(self) -> str:
+        return self.spec.bind_address
+
+    def prepare(self) -> None:
+        self._fresh_run_dir()
+        (self.run / f"{self.spec.zone}.zone").write_text(self._zone_file(self.spec.zone))
+        self.config.write_text(
+            render(
+                "named.conf.j2",
+                spec=self.spec, run=self.run, port=DNS_PORT, key=self.key, key_file=self.key_file,
+            )
+        )
+
+    def argv(self) -> list[str]:
+        # -g: foreground, log to standard error. Run as root (no -u) so it can write its journal.
+        return ["named", "-g", "-c", str(self.config)]
+
+    def not_ready(self) -> str | None:
+        return probe.soa_reason(self.address, self.spec.zone)[1]
+
+
+class Knot(Service):
+    name = "knotd"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "knot.conf"
+
+    @property
+    def address(self) -> str:
+        return self.spec.knot_address
+
+    def prepare(self) -> None:
+        self._fresh_run_dir()
+        (self.run / "db").mkdir()
+        (self.run / f"{self.spec.zone2}.zone").write_text(self._zone_file(self.spec.zone2))
+        self.config.write_text(
+            render("knot.conf.j2", spec=self.spec, run=self.run, port=DNS_PORT, key=self.key)
+        )
+        # The configuration holds the secret, as the key file does.
+        self.config.chmod(0o600)
+
+    def argv(self) -> list[str]:
+        return ["knotd", "-c", str(self.config)]
+
+    def not_ready(self) -> str | None:
+        # TCP: a UDP query sent before knotd listens waits out its whole timeout.
+        return probe.soa_reason(self.address, self.spec.zone2, tcp=True)[1]
+
+
+class Pebble(Service):
+    """Let's Encrypt's test CA, validating DNS-01 challenges against the lab's BIND."""
+
+    name = "pebble"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "pebble-config.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The CA that signed pebble's API certificate: what ACME clients must trust."""
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def issuing_root(self) -> Path:
+        """The root of the certificates pebble issues (new at every pebble start)."""
+        return self.root / "pebble-root.pem"
+
+    @property
+    def issuing_intermediate(self) -> Path:
+        return self.root / "pebble-intermediate.pem"
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        pki.make_server_certificate(
+            self.tls_dir,
+            f"cozyops lab {self.spec.id} pebble API CA",
+            ["localhost", f"acme.{self.spec.zone}"],
+            [self.spec.gateway, "127.0.0.1"],
+        )
+        config = {
+            "pebble": {
+                "listenAddress": f"{self.spec.gateway}:{ACME_PORT}",
+                "managementListenAddress": f"{self.spec.gateway}:{ACME_MANAGEMENT_PORT}",
+                "certificate": str(self.tls_dir / "cert.pem"),
+                "privateKey": str(self.tls_dir / "key.pem"),
+                "httpPort": 5002,
+                "tlsPort": 5001,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": False,
+            }
+        }
+        self.config.write_text(json.dumps(config, indent=2) + "\n")
+
+    def argv(self) -> list[str]:
+        return ["pebble", "-config", str(self.config), "-dnsserver", f"{self.spec.bind_address}:{DNS_PORT}"]
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PEBBLE_VA_NOSLEEP": "1",  # no random 0-15 s delay before validating
+            "PEBBLE_VA_ALWAYS_VALID": "0",  # really look the TXT records up
+            "PEBBLE_WFE_NONCEREJECT": "0",  # deterministic runs; clients must still handle badNonce
+            "PEBBLE_AUTHZREUSE": "0",  # fresh authorizations for every order
+        }
+
+    def not_ready(self) -> str | None:
+        try:
+            probe.acme_directory(self.spec.acme_directory, str(self.ca_bundle))
+        except Exception as error:  # noqa: BLE001 - any failure means "not yet"
+            return str(error) or type(error).__name__
+        return None
+
+    def export_roots(self) -> None:
+        """Save pebble's current issuing root and intermediate (they change at each start)."""
+        base, ca = self.spec.acme_management, str(self.ca_bundle)
+        self.issuing_root.write_bytes(probe.fetch(f"{base}/roots/0", ca))
+        self.issuing_intermediate.write_bytes(probe.fetch(f"{base}/intermediates/0", ca))

@@ -1,0 +1,114 @@
+"""What a lab is, derived from its id and zones: pure, no I/O.
+
+The subnet, the namespace names and every address come from the lab's id, so that two labs (a
+user's and the test suite's) run side by side without sharing anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from cozyops.errors import ConfigError
+
+DEFAULT_ID = "lab"
+DEFAULT_ZONE = "cozy.test"
+DEFAULT_ZONE2 = "cozy2.test"
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+# Offsets inside the lab's /24.
+GATEWAY, BIND, KNOT, FIRST_HOST = 1, 2, 3, 11
+DNS_PORT = 53
+ACME_PORT = 14000
+ACME_MANAGEMENT_PORT = 15000
+
+
+def check_id(lab_id: str) -> str:
+    if not _ID.match(lab_id):
+        raise ConfigError(
+            f"lab id {lab_id!r}",
+            "must be 1-24 characters of a-z, 0-9 and '-', starting with a letter or digit",
+        )
+    return lab_id
+
+
+def check_zone(zone: str) -> str:
+    name = zone.lower().rstrip(".")
+    labels = name.split(".")
+    if len(labels) < 2 or len(name) > 200 or not all(_LABEL.match(label) for label in labels):
+        raise ConfigError(f"zone {zone!r}", "is not a DNS name of at least two labels")
+    return name
+
+
+def subnet_for(lab_id: str) -> ipaddress.IPv4Network:
+    """A /24 in 10.100.0.0-10.227.255.0 chosen by the id's hash (stable across runs)."""
+    digest = hashlib.sha256(lab_id.encode()).digest()
+    return ipaddress.IPv4Network(f"10.{100 + digest[0] % 128}.{digest[1]}.0/24")
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    id: str = DEFAULT_ID
+    zone: str = DEFAULT_ZONE
+    zone2: str = DEFAULT_ZONE2
+
+    def __post_init__(self) -> None:
+        check_id(self.id)
+        object.__setattr__(self, "zone", check_zone(self.zone))
+        object.__setattr__(self, "zone2", check_zone(self.zone2))
+        if self.zone == self.zone2:
+            raise ConfigError(f"zone {self.zone}", "the lab's two zones must differ")
+
+    @property
+    def zones(self) -> tuple[str, str]:
+        return (self.zone, self.zone2)
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return subnet_for(self.id)
+
+    def address(self, offset: int) -> str:
+        return str(self.subnet.network_address + offset)
+
+    @property
+    def gateway(self) -> str:
+        return self.address(GATEWAY)
+
+    @property
+    def bind_address(self) -> str:
+        return self.address(BIND)
+
+    @property
+    def knot_address(self) -> str:
+        return self.address(KNOT)
+
+    @property
+    def netns(self) -> str:
+        """The lab's own network namespace: the controller side, DNS and ACME live there."""
+        return f"cozyops-{self.id}-lab"
+
+    @property
+    def key_name(self) -> str:
+        return f"cozyops-{self.id}"
+
+    @property
+    def acme_directory(self) -> str:
+        return f"https://{self.gateway}:{ACME_PORT}/dir"
+
+    @property
+    def acme_management(self) -> str:
+        return f"https://{self.gateway}:{ACME_MANAGEMENT_PORT}"
+
+    def primary_of(self, zone: str) -> str:
+        """BIND is the primary of the first zone, Knot of the second."""
+        return "bind" if zone == self.zone else "knot"
+
+    def nameservers(self, zone: str) -> list[tuple[str, str]]:
+        """(name, address) of the zone's NS records, its primary first (it is the SOA MNAME)."""
+        bind, knot = self.bind_address, self.knot_address
+        first, second = (bind, knot) if self.primary_of(zone) == "bind" else (knot, bind)
+        return [(f"ns1.{zone}", first), (f"ns2.{zone}", second)]
