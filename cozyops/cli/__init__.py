@@ -24,6 +24,7 @@ way out of Cozy v2.
 Start with the lab, a small world on this machine (DNS servers, an ACME CA) that every command
 can run against:
 
+\b
   sudo cozyops lab setup     install what the lab needs (once)
   sudo cozyops lab demo      bring the lab up and show what works
 
@@ -38,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(lab_commands.app, name="lab")

@@ -92,7 +92,10 @@ def up(
 @app.command()
 def status(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
     """Each component of the lab, ok or not with the reason. Exit 1 unless all is ok."""
-    report = _open(lab_id, directory).status()
+    lab = _open(lab_id, directory)
+    if lab.is_up():
+        lab_setup.require_root("cozyops lab status")
+    report = lab.status()
     if json:
         emit_json(report)
     else:
