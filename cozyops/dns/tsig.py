@@ -23,6 +23,7 @@ from pathlib import Path
 import dns.name
 import dns.tsig
 import dns.tsigkeyring
+import dns.update
 
 from cozyops.errors import ConfigError
 
@@ -53,6 +54,13 @@ class TsigKey:
     @property
     def algorithm_name(self) -> dns.name.Name:
         return ALGORITHMS[self.algorithm]
+
+    def update(self, zone: str) -> dns.update.UpdateMessage:
+        """An RFC 2136 UPDATE message for ``zone``, to be signed with this key."""
+        return dns.update.UpdateMessage(
+            dns.name.from_text(zone), keyring=self.keyring(), keyname=self.name,
+            keyalgorithm=self.algorithm_name,
+        )
 
     def to_bind(self) -> str:
         return (

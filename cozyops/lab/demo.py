@@ -53,9 +53,7 @@ def update_propagates(lab: Lab, key: TsigKey, zone: str) -> str:
     primary = lab.spec.primary_of(zone)
     secondary = "knot" if primary == "bind" else "bind"
     name, token = f"_cozyops-demo.{zone}.", secrets.token_hex(8)
-    update = dns.update.UpdateMessage(
-        f"{zone}.", keyring=key.keyring(), keyname=key.name, keyalgorithm=key.algorithm_name
-    )
+    update = key.update(zone)
     update.add(name, 60, "TXT", f'"{token}"')
     started = time.monotonic()
     answer = dns.query.tcp(update, servers[primary], timeout=5)
@@ -71,9 +69,7 @@ def update_propagates(lab: Lab, key: TsigKey, zone: str) -> str:
             time.sleep(0.02)
         elapsed = time.monotonic() - started
     finally:
-        cleanup = dns.update.UpdateMessage(
-            f"{zone}.", keyring=key.keyring(), keyname=key.name, keyalgorithm=key.algorithm_name
-        )
+        cleanup = key.update(zone)
         cleanup.delete(name, "TXT")
         dns.query.tcp(cleanup, servers[primary], timeout=5)
     return (

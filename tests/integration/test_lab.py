@@ -88,9 +88,7 @@ def test_an_update_with_a_wrong_key_is_refused(lab):
     wrong = tsig.generate(lab.spec.key_name)  # the right name, another secret
 
     def send():
-        update = dns.update.UpdateMessage(
-            f"{lab.spec.zone}.", keyring=wrong.keyring(), keyname=wrong.name, keyalgorithm=wrong.algorithm_name
-        )
+        update = wrong.update(lab.spec.zone)
         update.add(f"x.{lab.spec.zone}.", 60, "A", "192.0.2.1")
         return dns.query.tcp(update, lab.spec.bind_address, timeout=5)
 
@@ -122,8 +120,7 @@ def test_up_on_a_running_lab_restarts_nothing_and_keeps_the_zones(lab):
     name = f"kept.{lab.spec.zone}."
 
     def add():
-        update = dns.update.UpdateMessage(f"{lab.spec.zone}.", keyring=key.keyring(), keyname=key.name,
-                                          keyalgorithm=key.algorithm_name)
+        update = key.update(lab.spec.zone)
         update.add(name, 60, "A", "192.0.2.7")
         assert dns.query.tcp(update, lab.spec.bind_address, timeout=5).rcode() == dns.rcode.NOERROR
 
