@@ -181,9 +181,9 @@ class Lab:
         setup.require_packages("cozyops lab up")
         with self._locked():
             state = self.state()
+            self._check_namespace_is_ours(state)
             fresh = not self.is_up()
             if fresh:
-                self._check_no_stray_namespace(state)
                 for proc in state.processes:  # left from a lab whose namespace went away
                     procs.stop(proc)
                 state = LabState(
@@ -207,7 +207,7 @@ class Lab:
                 if running and procs.alive(running):
                     continue
                 report(f"starting {service.name}")
-                if fresh or not self._prepared(service):
+                if fresh or not service.config.exists():
                     service.prepare()
                 state.processes = [p for p in state.processes if p.name != service.name]
                 proc, popen = procs.spawn(
@@ -228,11 +228,7 @@ class Lab:
             fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle)
             return state
 
-    def _prepared(self, service: Service) -> bool:
-        config = getattr(service, "config", None)
-        return bool(config and Path(config).exists())
-
-    def _check_no_stray_namespace(self, state: LabState) -> None:
+    def _check_namespace_is_ours(self, state: LabState) -> None:
         if netns.exists(self.spec.netns) and self.spec.netns not in state.namespaces:
             raise LabError(
                 f"namespace {self.spec.netns}",

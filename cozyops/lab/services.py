@@ -46,6 +46,10 @@ class Service:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def config(self) -> Path:
+        raise NotImplementedError
+
     def prepare(self) -> None:
         """Write a fresh configuration and fresh zones (a new lab's start)."""
         raise NotImplementedError

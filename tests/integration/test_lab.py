@@ -173,3 +173,15 @@ def test_demo_passes_on_the_lab(lab):
     report = json.loads(result.stdout)
     assert report["ok"] and len(report["steps"]) >= 6
     assert all(step["ok"] for step in report["steps"])
+
+
+def test_another_directory_cannot_take_over_a_running_labs_namespace(lab, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cozyops", "lab", "up", "--id", lab.spec.id, "--dir", str(tmp_path / "other")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"cozyops: error: namespace {lab.spec.netns}: exists but is not recorded"
+    )
+    assert lab.status()["ok"]
