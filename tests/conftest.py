@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,37 @@ import pytest
 PR_SET_CHILD_SUBREAPER = 36
 
 
+def _reap_adopted_daemons() -> None:
+    """Reap, as an init would, the daemons re-parented to us once they end.
+
+    Only zombie children that lead their own session (the lab starts its daemons that way; the
+    tests' own subprocesses do not) are collected, so subprocess keeps its exit statuses.
+    """
+    me = str(os.getpid())
+    while True:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                raw = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            fields = raw[raw.rindex(")") + 2 :].split()
+            state, ppid, session = fields[0], fields[1], fields[3]
+            if state == "Z" and ppid == me and session == entry:
+                try:
+                    os.waitpid(int(entry), os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        time.sleep(0.05)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Daemons started by `cozyops lab up` run detached; when a CLI subprocess that started them
-    # exits, they are re-parented to us (instead of an init that may never reap them), and
-    # `lab down` run from here reaps them: no zombie outlives the tests.
+    # exits, they are re-parented to us (instead of the machine's init) and reaped here, so that
+    # `lab down` sees them vanish at once and no zombie outlives the tests.
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    threading.Thread(target=_reap_adopted_daemons, name="reaper", daemon=True).start()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,15 +81,6 @@ def require_lab() -> None:
         if os.environ.get("COZYOPS_SKIP_LAB") == "1":
             pytest.skip(problem)
         pytest.fail(problem)
-
-
-def reap(pids: list[int]) -> None:
-    """Collect processes re-parented to us (the subreaper) once they ended: no zombie is left."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def new_lab_id(prefix: str = "t") -> str:

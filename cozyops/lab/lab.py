@@ -287,6 +287,9 @@ class Lab:
                 if procs.alive(proc):
                     report(f"stopping {proc.name} (pid {proc.pid})")
                 procs.stop(proc)
+            unreaped = procs.wait_gone(state.processes)
+            if unreaped:
+                report("not yet reaped by init: " + ", ".join(f"{p.name} ({p.pid})" for p in unreaped))
             for name in reversed(state.namespaces):
                 if netns.exists(name):
                     report(f"removing namespace {name}")

@@ -127,6 +127,25 @@ def stop(proc: Proc, grace: float = 5.0) -> None:
         _reap(proc)
 
 
+def wait_gone(records: list[Proc], timeout: float = 10.0) -> list[Proc]:
+    """Wait until ended processes are reaped (gone from /proc); return those still listed.
+
+    A stopped daemon whose parent has exited is reaped by the machine's init, which may take a
+    few seconds (some VM inits reap periodically); until then it is a zombie.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for proc in records:
+            _reap(proc)
+            stat = _stat(proc.pid)
+            if stat is not None and stat[1] == proc.start_time:
+                left.append(proc)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
 def tail(path: str | Path, lines: int = 5) -> str:
     try:
         text = Path(path).read_text(errors="replace")

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cozyops.lab import netns, procs
+from cozyops.lab import netns
 from cozyops.lab.lab import Lab
-from tests.conftest import new_lab_id, reap, require_lab
+from tests.conftest import new_lab_id, require_lab
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -31,11 +31,8 @@ def test_two_labs_side_by_side_and_down_leaves_nothing(lab, tmp_path):
     finally:
         down = cli("lab", "down", "--dir", str(other_dir))
     assert down.returncode == 0, down.stderr
-    # Nothing of the lab is left: no process, no namespace, no mount. The daemons' parent (the
-    # `lab up` process) is gone, so they were re-parented to this test process, which reaps them
-    # as an init would: then not even a zombie is left.
-    assert not any(procs.pid_alive(pid) for pid in status["pids"])
-    reap(status["pids"])
+    # Nothing of the lab is left: no process (not even a zombie: `down` waits until the daemons,
+    # re-parented to this test process, have been reaped), no namespace, no mount.
     for pid in status["pids"]:
         assert not Path(f"/proc/{pid}").exists(), f"pid {pid} still exists"
     for name in status["namespaces"]:
