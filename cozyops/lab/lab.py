@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -300,8 +301,6 @@ class Lab:
             if self.state_path.exists():
                 self._save(state)
         if purge:
-            import shutil
-
             shutil.rmtree(self.dir, ignore_errors=True)
         return state
 
