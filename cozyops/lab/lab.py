@@ -92,23 +92,26 @@ class Lab:
         zone: str | None = None,
         zone2: str | None = None,
     ) -> "Lab":
-        """The lab with this id and/or directory; its recorded zones win unless it is down."""
+        """The lab with this id and/or directory.
+
+        Its recorded zones stay unless asked otherwise, which only a lab that is down allows.
+        """
         directory = directory or default_dir(check_id(lab_id or "lab"))
         recorded = cls._read_state(directory)
         if recorded:
             if lab_id and lab_id != recorded.id:
                 raise ConfigError(str(directory), f"holds lab {recorded.id!r}, not {lab_id!r}")
             lab_id = recorded.id
+            if netns.exists(LabSpec(lab_id).netns):
+                for asked, running in ((zone, recorded.zone), (zone2, recorded.zone2)):
+                    if asked and asked.rstrip(".").lower() != running:
+                        raise ConfigError(
+                            f"lab {lab_id}",
+                            f"is up with zone {running}, not {asked}",
+                            "`cozyops lab down` first to change its zones",
+                        )
+            zone, zone2 = zone or recorded.zone, zone2 or recorded.zone2
         lab_id = check_id(lab_id or "lab")
-        if recorded and netns.exists(LabSpec(lab_id).netns):
-            for asked, running in ((zone, recorded.zone), (zone2, recorded.zone2)):
-                if asked and asked.rstrip(".").lower() != running:
-                    raise ConfigError(
-                        f"lab {lab_id}",
-                        f"is up with zone {running}, not {asked}",
-                        "`cozyops lab down` first to change its zones",
-                    )
-            zone, zone2 = recorded.zone, recorded.zone2
         defaults = LabSpec()
         return cls(LabSpec(lab_id, zone or defaults.zone, zone2 or defaults.zone2), directory)
 

@@ -40,9 +40,11 @@ def test_two_labs_side_by_side_and_down_leaves_nothing(lab, tmp_path):
     assert not any(other_id in name for name in netns.names())
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(other_dir) not in mounts
-    # A second down is harmless.
+    # A second down is harmless, and the lab keeps its zones for the next `up`.
     again = cli("lab", "down", "--dir", str(other_dir))
     assert again.returncode == 0, again.stderr
+    after = json.loads(cli("lab", "status", "--dir", str(other_dir), "--json").stdout)
+    assert (after["up"], after["zone"], after["id"]) == (False, "side.test", other_id)
     assert lab.status()["ok"]
 
 
