@@ -272,13 +272,20 @@ class Lab:
             time.sleep(0.1)
 
     def _dns_problems(self) -> list[str]:
-        problems = []
-        for server in self.dns_servers():
-            for zone in self.spec.zones:
-                _, reason = probe.soa_reason(server["address"], zone, tcp=True)
-                if reason:
-                    problems.append(f"{server['name']} ({server['address']}) {zone}: {reason}")
-        return problems
+        return [
+            f"{server['name']} ({server['address']}) {zone}: {answer['reason']}"
+            for server in self.dns_servers()
+            for zone, answer in self._zone_answers(server["address"]).items()
+            if answer["reason"]
+        ]
+
+    def _zone_answers(self, address: str) -> dict[str, dict]:
+        """What one server says of each lab zone: its SOA serial, or why it does not serve it."""
+        answers = {}
+        for zone in self.spec.zones:
+            serial, reason = probe.soa_reason(address, zone, tcp=True)
+            answers[zone] = {"serial": serial, "reason": reason}
+        return answers
 
     # -- down ----------------------------------------------------------------------------------
 
@@ -322,10 +329,10 @@ class Lab:
 
     def dns_servers(self) -> list[dict]:
         return [
-            {"name": "bind", "software": "BIND 9", "address": self.spec.bind_address, "port": DNS_PORT,
-             "primary_of": [self.spec.zone]},
-            {"name": "knot", "software": "Knot DNS", "address": self.spec.knot_address, "port": DNS_PORT,
-             "primary_of": [self.spec.zone2]},
+            {"name": "bind", "software": "BIND 9", "process": "named", "address": self.spec.bind_address,
+             "port": DNS_PORT, "primary_of": [self.spec.zone]},
+            {"name": "knot", "software": "Knot DNS", "process": "knotd", "address": self.spec.knot_address,
+             "port": DNS_PORT, "primary_of": [self.spec.zone2]},
         ]
 
     def status(self) -> dict:
@@ -344,10 +351,8 @@ class Lab:
 
         servers = []
         for server in self.dns_servers():
-            entry = {**server, "ok": False, "zones": {}, "reason": None}
-            process = "named" if server["name"] == "bind" else "knotd"
-            entry["reason"] = "lab is down" if not up else process_reason(process)
-            servers.append(entry)
+            reason = "lab is down" if not up else process_reason(server["process"])
+            servers.append({**server, "ok": False, "zones": {}, "reason": reason})
         acme = {
             "ok": False,
             "directory": self.spec.acme_directory,
@@ -360,12 +365,8 @@ class Lab:
             for entry in servers:
                 if entry["reason"]:
                     continue
-                reasons = []
-                for zone in self.spec.zones:
-                    serial, reason = probe.soa_reason(entry["address"], zone, tcp=True)
-                    entry["zones"][zone] = {"serial": serial, "reason": reason}
-                    if reason:
-                        reasons.append(f"{zone}: {reason}")
+                entry["zones"] = self._zone_answers(entry["address"])
+                reasons = [f"{zone}: {a['reason']}" for zone, a in entry["zones"].items() if a["reason"]]
                 entry["reason"] = "; ".join(reasons) or None
                 entry["ok"] = not reasons
             if acme["reason"] is None:
