@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -37,10 +38,6 @@ DirOption = typer.Option(
 JsonOption = typer.Option(False, "--json", help="Print JSON (and only JSON) on standard output.")
 
 
-def _open(lab_id: str | None, directory: Path | None, **zones: str | None) -> Lab:
-    return Lab.open(lab_id, directory, **zones)
-
-
 def _step(message: str) -> None:
     err_console.print(f"  {message}", style="dim", highlight=False)
 
@@ -54,10 +51,8 @@ def setup(json: bool = JsonOption) -> None:
     log = paths.state_dir() / "logs" / "lab-setup.log"
     missing = lab_setup.missing_packages()
     started = time.monotonic()
-    if missing:
-        with err_console.status(f"installing {', '.join(missing)} (log: {log})"):
-            result = lab_setup.install(log)
-    else:
+    busy = err_console.status(f"installing {', '.join(missing)} (log: {log})") if missing else nullcontext()
+    with busy:
         result = lab_setup.install(log)
     seconds = time.monotonic() - started
     if json:
@@ -77,7 +72,7 @@ def up(
     json: bool = JsonOption,
 ) -> None:
     """Bring the lab up, or complete a lab that is up (nothing running is restarted)."""
-    lab = _open(lab_id, directory, zone=zone, zone2=zone2)
+    lab = Lab.open(lab_id, directory, zone=zone, zone2=zone2)
     started = time.monotonic()
     with err_console.status(f"bringing lab {lab.spec.id} up"):
         lab.up(report=_step)
@@ -92,7 +87,7 @@ def up(
 @app.command()
 def status(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
     """Each component of the lab, ok or not with the reason. Exit 1 unless all is ok."""
-    lab = _open(lab_id, directory)
+    lab = Lab.open(lab_id, directory)
     if lab.is_up():
         lab_setup.require_root("cozyops lab status")
     report = lab.status()
@@ -111,7 +106,7 @@ def down(
     purge: bool = typer.Option(False, "--purge", help="Also delete the lab's directory (zones, keys, fleet)."),
 ) -> None:
     """Stop every process the lab started and remove its namespaces (idempotent)."""
-    lab = _open(lab_id, directory)
+    lab = Lab.open(lab_id, directory)
     lab.down(purge=purge, report=_step)
     err_console.print(f"lab {lab.spec.id} is down" + (" and purged" if purge else ""))
 
@@ -131,7 +126,7 @@ def exec_(
     working directory, standard streams, exit status) passes through unchanged.
     """
     lab_setup.require_root("cozyops lab exec")
-    argv, env = _open(lab_id, directory).exec_argv(command)
+    argv, env = Lab.open(lab_id, directory).exec_argv(command)
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as error:
@@ -141,7 +136,7 @@ def exec_(
 @app.command()
 def env(lab_id: str = IdOption, directory: Path = DirOption) -> None:
     """The lab's settings as shell exports: eval "$(cozyops lab env)"."""
-    for name, value in _open(lab_id, directory).env().items():
+    for name, value in Lab.open(lab_id, directory).env().items():
         print(f"export {name}={shlex.quote(value)}")
 
 
@@ -150,7 +145,7 @@ def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonO
     """Set the lab up if needed and show, step by step, what works."""
     if lab_setup.missing_packages():
         setup(json=False)
-    lab = _open(lab_id, directory)
+    lab = Lab.open(lab_id, directory)
     if not lab.is_up():
         with err_console.status(f"bringing lab {lab.spec.id} up"):
             lab.up(report=_step)

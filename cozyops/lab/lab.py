@@ -63,7 +63,7 @@ class LabState:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "LabState":
+    def from_json(cls, data: dict) -> LabState:
         return cls(
             data["id"],
             data["zone"],
@@ -91,7 +91,7 @@ class Lab:
         directory: Path | None = None,
         zone: str | None = None,
         zone2: str | None = None,
-    ) -> "Lab":
+    ) -> Lab:
         """The lab with this id and/or directory.
 
         Its recorded zones stay unless asked otherwise, which only a lab that is down allows.
@@ -194,7 +194,7 @@ class Lab:
                     self.spec.id,
                     self.spec.zone,
                     self.spec.zone2,
-                    datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 )
                 report(f"network namespace {self.spec.netns} ({self.spec.subnet})")
                 state.namespaces = [self.spec.netns]

@@ -36,7 +36,7 @@ def make_server_certificate(
     The CA's key is not kept: nothing else is ever signed with it.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     start, end = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=3650)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

@@ -6,12 +6,12 @@ import json
 import ssl
 import urllib.request
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
-import dns.exception
 
 
 def soa_serial(address: str, zone: str, port: int = 53, tcp: bool = False, timeout: float = 1.0) -> int:

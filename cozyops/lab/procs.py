@@ -29,7 +29,7 @@ class Proc:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "Proc":
+    def from_json(cls, data: dict) -> Proc:
         return cls(data["name"], data["pid"], data["start_time"], tuple(data["argv"]), data["log"])
 
 

@@ -60,10 +60,10 @@ def install(log: Path) -> SetupResult:
     A temporary policy-rc.d (when the machine has none) keeps the packages' maintainer scripts
     from starting system-wide BIND or Knot services: the lab runs its own, in its namespaces.
     """
-    require_root("cozyops lab setup")
     missing = missing_packages()
     if not missing:
         return SetupResult([], PACKAGES)
+    require_root("cozyops lab setup")
     if shutil.which("apt-get") is None:
         raise LabError("cozyops lab setup", "apt-get not found: install " + ", ".join(missing) + " by hand")
     log.parent.mkdir(parents=True, exist_ok=True)

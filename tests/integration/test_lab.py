@@ -98,7 +98,9 @@ def test_an_update_with_a_wrong_key_is_refused(lab):
 
 def test_acme_directory_and_issuing_root(lab):
     pebble = lab.pebble()
-    directory = netns.inside(lab.spec.netns, lambda: probe.acme_directory(lab.spec.acme_directory, str(pebble.ca_bundle)))
+    directory = netns.inside(
+        lab.spec.netns, lambda: probe.acme_directory(lab.spec.acme_directory, str(pebble.ca_bundle))
+    )
     assert directory["newOrder"].startswith(f"https://{lab.spec.gateway}:14000/")
     root = x509.load_pem_x509_certificate(pebble.issuing_root.read_bytes())
     assert root.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
