@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 
+from cozyops import files
 from cozyops.errors import ConfigError
 
 ALGORITHMS = {
@@ -105,9 +105,4 @@ def load(path: Path) -> TsigKey:
 
 def write(path: Path, key: TsigKey) -> None:
     """Write the key file with mode 0600 from the start (never readable by others)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.to_bind())
-    os.replace(tmp, path)
+    files.write_private(path, key.to_bind())

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import yaml
 
+from cozyops import files
 from cozyops.lab.spec import LabSpec
 
 HEADER = (
@@ -41,13 +40,10 @@ def group_vars(spec: LabSpec, email: str) -> dict:
 def write(fleet: Path, spec: LabSpec, ca_bundle: Path) -> None:
     """Write (or refresh) the lab's fleet. instances.yml is created once and then left alone."""
     (fleet / "group_vars").mkdir(parents=True, exist_ok=True)
-    secrets = fleet / "secrets"
-    secrets.mkdir(mode=0o700, exist_ok=True)
+    secrets = files.private_dir(fleet / "secrets")
     header = HEADER.format(id=spec.id)
-    (fleet / "group_vars" / "all.yml").write_text(
-        header + _dump(group_vars(spec, f"admin@{spec.zone}"))
-    )
-    (fleet / "hosts.yml").write_text(header + "all:\n  hosts: {}\n")
+    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(group_vars(spec, f"admin@{spec.zone}")))
+    files.write_atomic(fleet / "hosts.yml", header + "all:\n  hosts: {}\n")
     instances = fleet / "instances.yml"
     if not instances.exists():
         instances.write_text(
@@ -56,6 +52,4 @@ def write(fleet: Path, spec: LabSpec, ca_bundle: Path) -> None:
     gitignore = fleet / ".gitignore"
     if not gitignore.exists():
         gitignore.write_text(".cozyops/\n")
-    tmp = secrets / "ca.pem.tmp"
-    shutil.copyfile(ca_bundle, tmp)
-    os.replace(tmp, secrets / "ca.pem")
+    files.write_atomic(secrets / "ca.pem", ca_bundle.read_bytes())

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cozyops import paths
+from cozyops import files, paths
 from cozyops.dns import tsig
 from cozyops.errors import ConfigError, LabError
 from cozyops.lab import fleet, netns, probe, procs, setup
@@ -147,9 +147,7 @@ class Lab:
         return self._read_state(self.dir) or LabState(self.spec.id, self.spec.zone, self.spec.zone2)
 
     def _save(self, state: LabState) -> None:
-        tmp = self.state_path.with_name(STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
-        os.replace(tmp, self.state_path)
+        files.write_atomic(self.state_path, json.dumps(state.to_json(), indent=2) + "\n")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -161,6 +159,7 @@ class Lab:
 
     def key(self) -> tsig.TsigKey:
         if not self.key_file.exists():
+            files.private_dir(self.key_file.parent)
             tsig.write(self.key_file, tsig.generate(self.spec.key_name))
         return tsig.load(self.key_file)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from cozyops import paths
+from cozyops import files, paths
 from cozyops.dns.tsig import TsigKey
 from cozyops.lab import pki, probe
 from cozyops.lab.spec import ACME_MANAGEMENT_PORT, ACME_PORT, DNS_PORT, LabSpec
@@ -116,11 +116,10 @@ class Knot(Service):
         self._fresh_run_dir()
         (self.run / "db").mkdir()
         (self.run / f"{self.spec.zone2}.zone").write_text(self._zone_file(self.spec.zone2))
-        self.config.write_text(
-            render("knot.conf.j2", spec=self.spec, run=self.run, port=DNS_PORT, key=self.key)
-        )
         # The configuration holds the secret, as the key file does.
-        self.config.chmod(0o600)
+        files.write_private(
+            self.config, render("knot.conf.j2", spec=self.spec, run=self.run, port=DNS_PORT, key=self.key)
+        )
 
     def argv(self) -> list[str]:
         return ["knotd", "-c", str(self.config)]

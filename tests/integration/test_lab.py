@@ -114,6 +114,7 @@ def test_fleet_directory_points_at_the_lab(lab):
     assert group_vars["cozy_zone"] == lab.spec.zone
     assert group_vars["cozy_dns"]["server"] == lab.spec.bind_address
     assert (lab.fleet_dir / group_vars["cozy_dns"]["tsig_key_file"]).stat().st_mode & 0o077 == 0
+    assert (lab.fleet_dir / "secrets").stat().st_mode & 0o077 == 0
     assert (lab.fleet_dir / group_vars["cozy_acme"]["ca_bundle"]).read_bytes() == lab.pebble().ca_bundle.read_bytes()
 
 

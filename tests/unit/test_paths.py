@@ -28,3 +28,21 @@ def test_data_directories_are_found():
     for name in ("playbooks", "templates", "inventories"):
         assert paths.data_dir(name).is_dir()
     assert (paths.data_dir("templates") / "lab" / "named.conf.j2").is_file()
+
+
+def test_private_files_are_0600_from_the_start(tmp_path):
+    import os
+    import stat
+
+    from cozyops import files
+
+    old = os.umask(0)  # even with a permissive umask
+    try:
+        files.write_private(tmp_path / "d" / "key", "secret")
+        files.write_atomic(tmp_path / "d" / "pub", b"public")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "d" / "key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "d" / "pub").stat().st_mode) == 0o644
+    assert (tmp_path / "d" / "key").read_text() == "secret"
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["key", "pub"]  # no temporary left
