@@ -25,18 +25,15 @@ def _reap_adopted_daemons() -> None:
     Only zombie children that lead their own session (the lab starts its daemons that way; the
     tests' own subprocesses do not) are collected, so subprocess keeps its exit statuses.
     """
-    me = str(os.getpid())
+    from cozyops.lab import procs
+
+    me = os.getpid()
     while True:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
-            try:
-                raw = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            fields = raw[raw.rindex(")") + 2 :].split()
-            state, ppid, session = fields[0], fields[1], fields[3]
-            if state == "Z" and ppid == me and session == entry:
+            found = procs.stat(int(entry))
+            if found and found.state == "Z" and found.ppid == me and found.session == int(entry):
                 try:
                     os.waitpid(int(entry), os.WNOHANG)
                 except ChildProcessError:

@@ -25,7 +25,7 @@ from cozyops.dns import tsig
 from cozyops.errors import ConfigError, LabError
 from cozyops.lab import fleet, netns, probe, procs, setup
 from cozyops.lab.services import Bind, Knot, Pebble, Service
-from cozyops.lab.spec import DNS_PORT, LabSpec, check_id
+from cozyops.lab.spec import DNS_PORT, LabSpec, check_id, check_zone
 
 STATE_FILE = "lab.json"
 READY_TIMEOUT = 15.0
@@ -104,7 +104,7 @@ class Lab:
             lab_id = recorded.id
             if netns.exists(LabSpec(lab_id).netns):
                 for asked, running in ((zone, recorded.zone), (zone2, recorded.zone2)):
-                    if asked and asked.rstrip(".").lower() != running:
+                    if asked and check_zone(asked) != running:
                         raise ConfigError(
                             f"lab {lab_id}",
                             f"is up with zone {running}, not {asked}",

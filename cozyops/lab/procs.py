@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -33,33 +34,42 @@ class Proc:
         return cls(data["name"], data["pid"], data["start_time"], tuple(data["argv"]), data["log"])
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of a process, or None when there is no such process."""
+class Stat(NamedTuple):
+    """The fields of ``/proc/PID/stat`` that cozyops reads."""
+
+    state: str
+    ppid: int
+    session: int
+    start_time: int
+
+
+def stat(pid: int) -> Stat | None:
+    """The process's state, parent, session and start time; None when there is no such process."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    return Stat(fields[0], int(fields[1]), int(fields[3]), int(fields[19]))
 
 
 def start_time(pid: int) -> int:
-    stat = _stat(pid)
-    if stat is None:
+    found = stat(pid)
+    if found is None:
         raise ProcessLookupError(pid)
-    return stat[1]
+    return found.start_time
 
 
 def alive(proc: Proc) -> bool:
     """True while the recorded process runs. A zombie has ended: it is not alive."""
-    stat = _stat(proc.pid)
-    return stat is not None and stat[0] not in ("Z", "X") and stat[1] == proc.start_time
+    found = stat(proc.pid)
+    return found is not None and found.state not in ("Z", "X") and found.start_time == proc.start_time
 
 
 def pid_alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
+    found = stat(pid)
+    return found is not None and found.state not in ("Z", "X")
 
 
 def netns_argv(netns: str | None, argv: list[str]) -> list[str]:
@@ -97,8 +107,8 @@ def _reap(proc: Proc) -> None:
 
     Only the recorded process itself: a reused PID may be another child of ours.
     """
-    stat = _stat(proc.pid)
-    if stat is None or stat[1] != proc.start_time:
+    found = stat(proc.pid)
+    if found is None or found.start_time != proc.start_time:
         return
     try:
         os.waitpid(proc.pid, os.WNOHANG)
@@ -138,8 +148,8 @@ def wait_gone(records: list[Proc], timeout: float = 10.0) -> list[Proc]:
         left = []
         for proc in records:
             _reap(proc)
-            stat = _stat(proc.pid)
-            if stat is not None and stat[1] == proc.start_time:
+            found = stat(proc.pid)
+            if found is not None and found.start_time == proc.start_time:
                 left.append(proc)
         if not left or time.monotonic() > deadline:
             return left

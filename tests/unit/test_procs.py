@@ -12,7 +12,7 @@ def test_spawn_records_identity_and_stop_ends_the_process(tmp_path):
     procs.stop(proc)
     assert not procs.alive(proc)
     # stop() reaped its child: nothing is left, not even a zombie.
-    assert procs._stat(proc.pid) is None
+    assert procs.stat(proc.pid) is None
 
 
 def test_stop_kills_a_process_that_ignores_term(tmp_path):
