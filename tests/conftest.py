@@ -51,6 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cozyops.lab import rootfs
+
+    # The hosts' root filesystem that `cozyops lab setup` built (./dev test runs it first) is
+    # used read-only, as the lower layer of the hosts' overlays; nothing is written there.
+    os.environ.setdefault("COZYOPS_ROOTFS_CACHE", str(rootfs.cache_root()))
     home = tmp_path_factory.mktemp("home")
     for variable, sub in (("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
         os.environ[variable] = str(home / sub)
@@ -65,9 +70,13 @@ def lab_prerequisites() -> str | None:
 
     if os.geteuid() != 0:
         return "the lab needs root"
+    from cozyops.lab import rootfs
+
     missing = setup.missing_packages()
     if missing:
         return "missing Debian packages " + ", ".join(missing) + " (sudo cozyops lab setup)"
+    if not rootfs.built(rootfs.path()):
+        return f"the hosts' root filesystem is not built in {rootfs.cache_root()} (sudo cozyops lab setup)"
     return None
 
 

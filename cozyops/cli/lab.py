@@ -15,13 +15,15 @@ from cozyops import paths
 from cozyops.cli.render import emit_json, err_console
 from cozyops.errors import LabError
 from cozyops.lab import demo as lab_demo
+from cozyops.lab import rootfs as lab_rootfs
 from cozyops.lab import setup as lab_setup
-from cozyops.lab.lab import Lab
+from cozyops.lab.lab import DEFAULT_HOSTS, Lab
 
 app = typer.Typer(
     help="""The local lab: BIND 9 and Knot DNS (each primary of one zone and secondary of the
-other, TSIG-signed updates and transfers) and pebble (Let's Encrypt's test CA) in network
-namespaces of their own, plus a ready fleet directory pointing at them. Needs root.""",
+other, TSIG-signed updates and transfers), pebble (Let's Encrypt's test CA) and Debian hosts
+h1..hN reached over SSH, in network namespaces of their own, plus a ready fleet directory
+pointing at them. Needs root.""",
     no_args_is_help=True,
 )
 
@@ -44,7 +46,8 @@ def _step(message: str) -> None:
 
 @app.command()
 def setup(json: bool = JsonOption) -> None:
-    """Install the Debian packages the lab needs (as root; idempotent).
+    """Install what the lab needs (as root; idempotent): its Debian packages, and the hosts'
+    root filesystem (a minimal Debian, built once with debootstrap from the machine's mirror).
 
     Packages are installed by name with apt-get; their system services are not started.
     """
@@ -55,12 +58,25 @@ def setup(json: bool = JsonOption) -> None:
     with busy:
         result = lab_setup.install(log)
     seconds = time.monotonic() - started
+    if not json:
+        if result.installed:
+            err_console.print(f"installed {', '.join(result.installed)} in {seconds:.1f} s")
+        else:
+            err_console.print("the lab's packages are all installed")
+    lab_setup.require_root("cozyops lab setup")
+    with err_console.status("the hosts' root filesystem") as busy_rootfs:
+        built = lab_rootfs.build(log, report=lambda line: busy_rootfs.update(f"root filesystem: {line}"))
     if json:
-        emit_json({"installed": result.installed, "already": result.already, "seconds": round(seconds, 1)})
-    elif result.installed:
-        err_console.print(f"installed {', '.join(result.installed)} in {seconds:.1f} s")
+        emit_json({
+            "installed": result.installed,
+            "already": result.already,
+            "seconds": round(seconds, 1),
+            "rootfs": {"path": str(built.path), "built": built.built, "seconds": round(built.seconds, 1)},
+        })
+    elif built.built:
+        err_console.print(f"built the hosts' root filesystem in {built.seconds:.1f} s: {built.path}")
     else:
-        err_console.print("the lab's packages are all installed")
+        err_console.print(f"the hosts' root filesystem is built: {built.path}")
 
 
 @app.command()
@@ -68,6 +84,9 @@ def up(
     lab_id: str = IdOption,
     zone: str = typer.Option(None, "--zone", help="The lab's main zone, BIND's (default: cozy.test)."),
     zone2: str = typer.Option(None, "--zone2", help="The second zone, Knot's (default: cozy2.test)."),
+    hosts: int = typer.Option(
+        None, "--hosts", min=0, help=f"How many hosts h1..hN (default: {DEFAULT_HOSTS}); a lab keeps the hosts it has."
+    ),
     directory: Path = DirOption,
     json: bool = JsonOption,
 ) -> None:
@@ -75,7 +94,7 @@ def up(
     lab = Lab.open(lab_id, directory, zone=zone, zone2=zone2)
     started = time.monotonic()
     with err_console.status(f"bringing lab {lab.spec.id} up"):
-        lab.up(report=_step)
+        lab.up(report=_step, hosts_wanted=hosts)
     status = lab.status()
     if json:
         emit_json(status)
@@ -143,7 +162,7 @@ def env(lab_id: str = IdOption, directory: Path = DirOption) -> None:
 @app.command()
 def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
     """Set the lab up if needed and show, step by step, what works."""
-    if lab_setup.missing_packages():
+    if lab_setup.missing_packages() or not lab_rootfs.built(lab_rootfs.path()):
         setup(json=False)
     lab = Lab.open(lab_id, directory)
     if not lab.is_up():
@@ -194,7 +213,15 @@ def _print_status(report: dict) -> None:
         table.add_row(f"dns {server['name']}", where, mark(server["ok"]) + _why(server["reason"]))
     acme = report["acme"]
     table.add_row("acme (pebble)", acme["directory"], mark(acme["ok"]) + _why(acme["reason"]))
+    proxy = report["apt_proxy"]
+    if proxy:
+        table.add_row("apt proxy", proxy["address"], mark(proxy["ok"]) + _why(proxy["reason"]))
+    for host in report["hosts"]:
+        table.add_row(f"host {host['name']}", f"{host['fqdn']} ({host['address']})",
+                      mark(host["ok"]) + _why(host["reason"]))
     table.add_row("fleet", report["fleet"], "")
+    if report["ssh_config"]:
+        table.add_row("ssh_config", report["ssh_config"], "")
     err_console.print(table)
 
 

@@ -7,6 +7,7 @@ Later issues add steps (hosts, provisioning, certificates, a v2 import) to the s
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ import dns.zone
 
 from cozyops.dns.tsig import TsigKey
 from cozyops.errors import LabError
-from cozyops.lab import netns, probe
+from cozyops.lab import netns, probe, procs, sshkeys
 from cozyops.lab.lab import Lab
+from cozyops.lab.spec import HostSpec
 
 PROPAGATION_DEADLINE = 10.0
 
@@ -112,10 +114,40 @@ def acme_answers(lab: Lab) -> str:
     return f"{lab.spec.acme_directory}: {', '.join(endpoints)}; issuing root in {pebble.issuing_root}"
 
 
+def ssh(lab: Lab, host: HostSpec, command: str, timeout: float = 60) -> str:
+    """Run ``command`` on a host with ``ssh -F <the lab's ssh_config>``, as a user would."""
+    argv = ["ssh", "-F", str(lab.host_files.ssh_config), host.name, command]
+    result = subprocess.run(procs.netns_argv(lab.spec.netns, argv), capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise LabError(f"ssh {host.name} {command}", result.stderr.strip() or f"exit {result.returncode}")
+    return result.stdout
+
+
+def ssh_verified(lab: Lab, host: HostSpec) -> str:
+    """SSH with strict host key checking against the lab's known_hosts; the host names itself."""
+    name = ssh(lab, host, "hostname").strip()
+    if name != host.name:
+        raise LabError(f"ssh {host.name}", f"answered as {name!r}")
+    public = sshkeys.public_line(lab.host_files.host_key(host))
+    return (
+        f"ssh -F {lab.host_files.ssh_config} {host.name} hostname -> {name}; "
+        f"host key {sshkeys.fingerprint(public)} verified against {lab.host_files.known_hosts}"
+    )
+
+
+def apt_through_proxy(lab: Lab, host: HostSpec) -> str:
+    """The host's apt reaches the machine's mirrors, through the lab's proxy only."""
+    output = ssh(lab, host, "apt-get -q update")
+    fetched = [line for line in output.splitlines() if line.startswith(("Hit:", "Get:"))]
+    if not fetched:
+        raise LabError(f"apt-get update on {host.name}", "fetched nothing")
+    return f"apt-get update on {host.name}: {len(fetched)} indexes through {lab.spec.apt_proxy}"
+
+
 def steps(lab: Lab) -> list[Step]:
     key = lab.key()
     bind, knot = lab.dns_servers()
-    return [
+    found = [
         Step("BIND answers for both zones", lambda: serves_both_zones(lab, bind)),
         Step("Knot answers for both zones", lambda: serves_both_zones(lab, knot)),
         Step(
@@ -129,6 +161,12 @@ def steps(lab: Lab) -> list[Step]:
         Step("updates and transfers need the TSIG key", lambda: unsigned_refused(lab)),
         Step("the ACME directory answers", lambda: acme_answers(lab)),
     ]
+    hosts = lab.spec.hosts(lab.state().hosts)
+    for host in hosts:
+        found.append(Step(f"SSH to {host.name} with a verified host key", lambda h=host: ssh_verified(lab, h)))
+    if hosts:
+        found.append(Step(f"apt on {hosts[0].name} through the lab's proxy", lambda: apt_through_proxy(lab, hosts[0])))
+    return found
 
 
 def run_step(lab: Lab, step: Step) -> StepResult:

@@ -37,13 +37,37 @@ def group_vars(spec: LabSpec, email: str) -> dict:
     }
 
 
-def write(fleet: Path, spec: LabSpec, ca_bundle: Path) -> None:
+def inventory(hosts: list[dict], ssh_key: Path | None, ssh_config: Path | None) -> dict:
+    """hosts.yml: the lab's hosts in group cozy_servers, reached over SSH as root with the lab's
+    key, its known_hosts and strict host key checking (all through the lab's ssh_config)."""
+    servers = {
+        host["name"]: {"ansible_host": host["address"], "cozy_public_ipv4": host["address"]} for host in hosts
+    }
+    data: dict = {"all": {"children": {"cozy_servers": {"hosts": servers}}}}
+    if hosts and ssh_key and ssh_config:
+        data["all"]["vars"] = {
+            "ansible_user": "root",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_private_key_file": str(ssh_key),
+            "ansible_ssh_common_args": f"-F {ssh_config}",
+        }
+    return data
+
+
+def write(
+    fleet: Path,
+    spec: LabSpec,
+    ca_bundle: Path,
+    hosts: list[dict] | None = None,
+    ssh_key: Path | None = None,
+    ssh_config: Path | None = None,
+) -> None:
     """Write (or refresh) the lab's fleet. instances.yml is created once and then left alone."""
     (fleet / "group_vars").mkdir(parents=True, exist_ok=True)
     secrets = files.private_dir(fleet / "secrets")
     header = HEADER.format(id=spec.id)
     files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(group_vars(spec, f"admin@{spec.zone}")))
-    files.write_atomic(fleet / "hosts.yml", header + "all:\n  hosts: {}\n")
+    files.write_atomic(fleet / "hosts.yml", header + _dump(inventory(hosts or [], ssh_key, ssh_config)))
     instances = fleet / "instances.yml"
     if not instances.exists():
         instances.write_text(

@@ -15,6 +15,8 @@ import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,12 +25,14 @@ from pathlib import Path
 from cozyops import files, paths
 from cozyops.dns import tsig
 from cozyops.errors import ConfigError, LabError
-from cozyops.lab import fleet, netns, probe, procs, setup
+from cozyops.lab import aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
 from cozyops.lab.services import Bind, Knot, Pebble, Service
-from cozyops.lab.spec import DNS_PORT, LabSpec, check_id, check_zone
+from cozyops.lab.spec import APT_PROXY_PORT, DNS_PORT, SSH_PORT, HostSpec, LabSpec, check_id, check_zone
 
 STATE_FILE = "lab.json"
 READY_TIMEOUT = 15.0
+DEFAULT_HOSTS = 2
+APT_PROXY = "apt-proxy"
 
 Report = Callable[[str], None]
 
@@ -51,6 +55,8 @@ class LabState:
     created: str = ""
     namespaces: list[str] = field(default_factory=list)
     processes: list[procs.Proc] = field(default_factory=list)
+    hosts: int = 0  # h1..hN: kept from one `up` to the next (their disks stay until --purge)
+    rootfs: str = ""  # the root filesystem the hosts' overlays were made on
 
     def to_json(self) -> dict:
         return {
@@ -60,6 +66,8 @@ class LabState:
             "created": self.created,
             "namespaces": self.namespaces,
             "processes": [proc.to_json() for proc in self.processes],
+            "hosts": self.hosts,
+            "rootfs": self.rootfs,
         }
 
     @classmethod
@@ -71,6 +79,8 @@ class LabState:
             data.get("created", ""),
             list(data.get("namespaces", [])),
             [procs.Proc.from_json(item) for item in data.get("processes", [])],
+            int(data.get("hosts", 0)),
+            data.get("rootfs", ""),
         )
 
     def process(self, name: str) -> procs.Proc | None:
@@ -143,6 +153,10 @@ class Lab:
     def key_file(self) -> Path:
         return self.fleet_dir / "secrets" / "tsig.key"
 
+    @property
+    def host_files(self) -> hosts.HostFiles:
+        return hosts.HostFiles(self.dir)
+
     def state(self) -> LabState:
         return self._read_state(self.dir) or LabState(self.spec.id, self.spec.zone, self.spec.zone2)
 
@@ -179,12 +193,17 @@ class Lab:
 
     # -- up ------------------------------------------------------------------------------------
 
-    def up(self, report: Report = _quiet) -> LabState:
+    def up(self, report: Report = _quiet, hosts_wanted: int | None = None) -> LabState:
+        """Start what is not running. ``hosts_wanted`` (default 2) hosts at least: a lab keeps
+        the hosts it has."""
         setup.require_root("cozyops lab up")
         setup.require_packages("cozyops lab up")
         with self._locked():
             state = self.state()
             self._check_namespace_is_ours(state)
+            host_count = max(DEFAULT_HOSTS if hosts_wanted is None else hosts_wanted, state.hosts)
+            wanted_hosts = self.spec.hosts(host_count)
+            lower = self._lower(state) if wanted_hosts else None
             fresh = not self.is_up()
             if fresh:
                 for proc in state.processes:  # left from a lab whose namespace went away
@@ -194,6 +213,8 @@ class Lab:
                     self.spec.zone,
                     self.spec.zone2,
                     datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    hosts=state.hosts,
+                    rootfs=state.rootfs,
                 )
                 report(f"network namespace {self.spec.netns} ({self.spec.subnet})")
                 state.namespaces = [self.spec.netns]
@@ -228,8 +249,78 @@ class Lab:
                     netns.inside(self.spec.netns, service.export_roots)
             report("waiting for both DNS servers to serve both zones")
             self._wait_secondaries()
-            fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle)
+            if wanted_hosts:
+                assert lower is not None
+                self._hosts_up(state, wanted_hosts, lower, report)
+            where = self.host_files
+            fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle, self.fleet_hosts(state),
+                        where.client_key, where.ssh_config)
             return state
+
+    def _lower(self, state: LabState) -> Path:
+        """The hosts' root filesystem: the one they were made on, else the one `lab setup` built."""
+        if state.rootfs and rootfs.built(Path(state.rootfs)):
+            return Path(state.rootfs)
+        return rootfs.find()
+
+    def _hosts_up(self, state: LabState, wanted: list[HostSpec], lower: Path, report: Report) -> None:
+        where = self.host_files
+        state.hosts, state.rootfs = len(wanted), str(lower)
+        self._save(state)
+        self._apt_proxy_up(state, report)
+        client_public = sshkeys.ensure_key(where.client_key, f"cozyops-lab-{self.spec.id}")
+        inits = {}
+        booted = []
+        for host in wanted:
+            running = state.process(hosts.process_name(host))
+            if running and procs.alive(running):
+                inits[host.name] = running
+                continue
+            report(f"booting {host.name} ({host.address})")
+            if host.netns not in state.namespaces:
+                state.namespaces.append(host.netns)
+                self._save(state)
+            if not netns.exists(host.netns):
+                hosts.create_network(self.spec, host)
+            hosts.prepare(self.spec, host, where, lower, client_public)
+            state.processes = [p for p in state.processes if p.name != hosts.process_name(host)]
+            init = hosts.boot(host, where, lower)
+            state.processes.append(init)
+            self._save(state)
+            inits[host.name] = init
+            booted.append(host)
+        hosts.write_client_files(where, wanted)
+        netns.inside(self.spec.netns, lambda: hosts.register(self.spec, self.key(), wanted))
+        if booted:
+            report("waiting for sshd on " + ", ".join(host.name for host in booted))
+            hosts.wait_ssh(self.spec, booted, inits, READY_TIMEOUT)
+
+    def _apt_proxy_up(self, state: LabState, report: Report) -> None:
+        running = state.process(APT_PROXY)
+        if running and procs.alive(running):
+            return
+        allowed = aptsources.allowed(aptsources.read_targets())
+        report("apt proxy to " + ", ".join(f"{host}:{port}" for host, port in allowed))
+        # The socket listens in the lab's namespace; the proxy that serves it runs in the machine's.
+        listener = netns.inside(
+            self.spec.netns, lambda: socket.create_server((self.spec.gateway, APT_PROXY_PORT))
+        )
+        with listener:
+            argv = [sys.executable, "-m", "cozyops.lab.aptproxy", "--fd", str(listener.fileno())]
+            for host, port in allowed:
+                argv += ["--allow", f"{host}:{port}"]
+            proc, _ = procs.spawn(
+                APT_PROXY, argv, self.logs / f"{APT_PROXY}.log", pass_fds=(listener.fileno(),)
+            )
+        state.processes = [p for p in state.processes if p.name != APT_PROXY]
+        state.processes.append(proc)
+        self._save(state)
+
+    def fleet_hosts(self, state: LabState) -> list[dict]:
+        return [
+            {"name": host.name, "address": host.address, "fqdn": host.fqdn}
+            for host in self.spec.hosts(state.hosts)
+        ]
 
     def _check_namespace_is_ours(self, state: LabState) -> None:
         if netns.exists(self.spec.netns) and self.spec.netns not in state.namespaces:
@@ -302,6 +393,9 @@ class Lab:
                 report("not yet reaped by init: " + ", ".join(f"{p.name} ({p.pid})" for p in unreaped))
             for name in reversed(state.namespaces):
                 if netns.exists(name):
+                    stragglers = hosts.kill_stragglers(name)
+                    if stragglers:
+                        report(f"stopped {len(stragglers)} other process(es) in {name}")
                     report(f"removing namespace {name}")
                 netns.delete(name)
             leftovers = self.mounts()
@@ -360,7 +454,32 @@ class Lab:
             "reason": "lab is down" if not up else process_reason("pebble"),
         }
 
+        host_entries = []
+        for host in self.spec.hosts(state.hosts):
+            init = processes.get(hosts.process_name(host))
+            host_entries.append({
+                "name": host.name,
+                "address": host.address,
+                "fqdn": host.fqdn,
+                "netns": host.netns,
+                "ssh_port": SSH_PORT,
+                "pid": init.pid if init else None,
+                "ok": False,
+                "reason": "lab is down" if not up else process_reason(hosts.process_name(host)),
+            })
+        proxy = {
+            "address": f"{self.spec.gateway}:{APT_PROXY_PORT}",
+            "ok": False,
+            "reason": "lab is down" if not up else process_reason(APT_PROXY),
+        } if state.hosts else None
+
         def check() -> None:
+            for entry in host_entries:
+                if entry["reason"] is None:
+                    entry["reason"] = hosts.ssh_banner_reason(entry["address"])
+                    entry["ok"] = entry["reason"] is None
+            if proxy and proxy["reason"] is None:
+                proxy["ok"] = True
             for entry in servers:
                 if entry["reason"]:
                     continue
@@ -378,11 +497,12 @@ class Lab:
         if up:
             netns.inside(self.spec.netns, check)
         dns_ok = all(entry["ok"] for entry in servers)
+        hosts_ok = all(entry["ok"] for entry in host_entries) and (proxy is None or proxy["ok"])
         return {
             "id": self.spec.id,
             "dir": str(self.dir),
             "up": up,
-            "ok": up and dns_ok and acme["ok"],
+            "ok": up and dns_ok and acme["ok"] and hosts_ok,
             "zone": self.spec.zone,
             "zones": list(self.spec.zones),
             "subnet": str(self.spec.subnet),
@@ -394,9 +514,11 @@ class Lab:
                 "tsig_key_name": self.spec.key_name,
             },
             "acme": acme,
-            "hosts": [],
+            "hosts": host_entries,
+            "apt_proxy": proxy,
+            "rootfs": state.rootfs or None,
             "fleet": str(self.fleet_dir),
-            "ssh_config": None,
+            "ssh_config": str(self.host_files.ssh_config) if state.hosts else None,
             "namespaces": state.namespaces,
             "pids": [proc.pid for proc in state.processes],
             "processes": [
@@ -420,6 +542,7 @@ class Lab:
             "COZYOPS_LAB_ACME_DIRECTORY": self.spec.acme_directory,
             "COZYOPS_LAB_ACME_CA_BUNDLE": str(pebble.ca_bundle),
             "COZYOPS_LAB_ACME_ISSUING_ROOT": str(pebble.issuing_root),
+            "COZYOPS_LAB_SSH_CONFIG": str(self.host_files.ssh_config),
         }
 
     def exec_argv(self, command: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -85,8 +85,9 @@ def spawn(
     netns: str | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[Proc, subprocess.Popen]:
-    """Start a daemon in its own session, its output appended to ``log``."""
+    """Start a daemon in its own session, its output appended to ``log``; ``pass_fds`` it inherits."""
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     with open(log, "ab") as out:
@@ -98,6 +99,7 @@ def spawn(
             start_new_session=True,
             env=full_env,
             cwd=cwd,
+            pass_fds=pass_fds,
         )
     return Proc(name, popen.pid, start_time(popen.pid), tuple(argv), str(log)), popen
 

@@ -21,6 +21,8 @@ PROGRAMS = {
     "knotc": "knot",
     "kdig": "knot-dnsutils",
     "pebble": "pebble",
+    "debootstrap": "debootstrap",
+    "ssh": "openssh-client",
 }
 PACKAGES = sorted(set(PROGRAMS.values()))
 SEARCH_PATH = os.pathsep.join(

@@ -22,7 +22,10 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 # Offsets inside the lab's /24.
 GATEWAY, BIND, KNOT, FIRST_HOST = 1, 2, 3, 11
+MAX_HOSTS = 50
 DNS_PORT = 53
+SSH_PORT = 22
+APT_PROXY_PORT = 3142
 ACME_PORT = 14000
 ACME_MANAGEMENT_PORT = 15000
 
@@ -48,6 +51,17 @@ def subnet_for(lab_id: str) -> ipaddress.IPv4Network:
     """A /24 in 10.100.0.0-10.227.255.0 chosen by the id's hash (stable across runs)."""
     digest = hashlib.sha256(lab_id.encode()).digest()
     return ipaddress.IPv4Network(f"10.{100 + digest[0] % 128}.{digest[1]}.0/24")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One of the lab's hosts: ``h1``, ``h2``... each in a network namespace of its own."""
+
+    name: str
+    index: int
+    address: str
+    fqdn: str
+    netns: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,23 @@ class LabSpec:
     @property
     def acme_management(self) -> str:
         return f"https://{self.gateway}:{ACME_MANAGEMENT_PORT}"
+
+    @property
+    def apt_proxy(self) -> str:
+        """The hosts' only way out: a proxy to the machine's package mirrors, on the gateway."""
+        return f"http://{self.gateway}:{APT_PROXY_PORT}/"
+
+    def host(self, index: int) -> HostSpec:
+        if not 1 <= index <= MAX_HOSTS:
+            raise ConfigError(f"host number {index}", f"must be between 1 and {MAX_HOSTS}")
+        name = f"h{index}"
+        return HostSpec(name, index, self.address(FIRST_HOST + index - 1), f"{name}.{self.zone}",
+                        f"cozyops-{self.id}-{name}")
+
+    def hosts(self, count: int) -> list[HostSpec]:
+        if not 0 <= count <= MAX_HOSTS:
+            raise ConfigError(f"--hosts {count}", f"must be between 0 and {MAX_HOSTS}")
+        return [self.host(index) for index in range(1, count + 1)]
 
     def primary_of(self, zone: str) -> str:
         """BIND is the primary of the first zone, Knot of the second."""

@@ -36,9 +36,13 @@ def test_status_json_reports_dns_and_acme_ok(lab):
         ("bind", lab.spec.bind_address, 53),
         ("knot", lab.spec.knot_address, 53),
     }
-    assert status["namespaces"] == [lab.spec.netns]
-    assert len(status["pids"]) == 3 and all(procs.pid_alive(pid) for pid in status["pids"])
-    assert status["hosts"] == []
+    # named, knotd, pebble, the apt proxy and one init per host
+    assert len(status["pids"]) == 6 and all(procs.pid_alive(pid) for pid in status["pids"])
+    assert [(h["name"], h["address"], h["ok"]) for h in status["hosts"]] == [
+        ("h1", lab.spec.host(1).address, True),
+        ("h2", lab.spec.host(2).address, True),
+    ]
+    assert status["namespaces"] == [lab.spec.netns, lab.spec.host(1).netns, lab.spec.host(2).netns]
     assert os.path.isfile(status["acme"]["ca_bundle"]) and os.path.isfile(status["acme"]["issuing_root"])
 
 

@@ -23,7 +23,9 @@ def test_lab_fleet_has_the_architecture_keys(tmp_path):
     }
     assert group_vars["cozy_acme"]["directory"] == spec.acme_directory
     assert (tmp_path / "fleet/secrets/ca.pem").read_text() == "CA"
-    assert yaml.safe_load((tmp_path / "fleet/hosts.yml").read_text()) == {"all": {"hosts": {}}}
+    assert yaml.safe_load((tmp_path / "fleet/hosts.yml").read_text()) == {
+        "all": {"children": {"cozy_servers": {"hosts": {}}}}
+    }
     assert ".cozyops/" in (tmp_path / "fleet/.gitignore").read_text()
 
 
@@ -47,3 +49,18 @@ def test_example_inventory_is_complete():
     instances = yaml.safe_load((example / "instances.yml").read_text())["instances"]
     assert instances and all(instance["server"] in servers for instance in instances)
     assert all(instance["domain"].endswith("." + group_vars["cozy_zone"]) for instance in instances)
+
+
+def test_lab_fleet_lists_the_hosts_with_their_ssh_settings(tmp_path):
+    spec, ca = LabSpec("f3"), tmp_path / "ca.pem"
+    ca.write_text("CA")
+    hosts = [{"name": h.name, "address": h.address, "fqdn": h.fqdn} for h in spec.hosts(2)]
+    fleet.write(tmp_path / "fleet", spec, ca, hosts, tmp_path / "id", tmp_path / "config")
+    inventory = yaml.safe_load((tmp_path / "fleet/hosts.yml").read_text())["all"]
+    servers = inventory["children"]["cozy_servers"]["hosts"]
+    assert servers == {
+        "h1": {"ansible_host": spec.host(1).address, "cozy_public_ipv4": spec.host(1).address},
+        "h2": {"ansible_host": spec.host(2).address, "cozy_public_ipv4": spec.host(2).address},
+    }
+    assert inventory["vars"]["ansible_ssh_common_args"] == f"-F {tmp_path / 'config'}"
+    assert inventory["vars"]["ansible_ssh_private_key_file"] == str(tmp_path / "id")
