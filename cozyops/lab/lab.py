@@ -28,6 +28,7 @@ from cozyops.errors import ConfigError, LabError
 from cozyops.lab import aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
 from cozyops.lab.services import Bind, Knot, Pebble, Service
 from cozyops.lab.spec import APT_PROXY_PORT, DNS_PORT, SSH_PORT, HostSpec, LabSpec, check_id, check_zone
+from cozyops.transport.ssh import SshTarget
 
 STATE_FILE = "lab.json"
 READY_TIMEOUT = 15.0
@@ -315,6 +316,14 @@ class Lab:
         state.processes = [p for p in state.processes if p.name != APT_PROXY]
         state.processes.append(proc)
         self._save(state)
+
+    def ssh_target(self, name: str) -> SshTarget:
+        """How the controller reaches host ``name`` (h1...) over SSH; from inside the lab's namespace."""
+        host = next((h for h in self.spec.hosts(self.state().hosts) if h.name == name), None)
+        if host is None:
+            raise LabError(f"host {name}", f"is not a host of lab {self.spec.id}")
+        where = self.host_files
+        return SshTarget(host.name, host.address, where.client_key, where.known_hosts)
 
     def fleet_hosts(self, state: LabState) -> list[dict]:
         return [

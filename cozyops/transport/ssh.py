@@ -1,0 +1,264 @@
+"""SSH with paramiko: key authentication, strict host key checking, exec, files, port forwarding.
+
+Host keys are checked against one known_hosts file and nothing else: an unknown host or a
+changed key is refused (no trust on first use). Agents and default key files are not used: the
+key is the one the fleet names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from cozyops.transport.base import (
+    Command,
+    CommandResult,
+    Forward,
+    Stdin,
+    TransportError,
+    chunks,
+    command_line,
+    shorten,
+)
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    name: str  # the inventory name, for messages
+    address: str  # what to connect to (and what known_hosts must name)
+    key_file: Path
+    known_hosts: Path
+    port: int = 22
+    user: str = "root"
+
+    @property
+    def where(self) -> str:
+        return f"{self.name} ({self.user}@{self.address}:{self.port})"
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+class SshTransport:
+    def __init__(self, target: SshTarget, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.target = target
+        self.name = target.name
+        self._client = self._connect(timeout)
+
+    def _connect(self, timeout: float) -> paramiko.SSHClient:
+        target = self.target
+        client = paramiko.SSHClient()
+        try:
+            client.load_host_keys(str(target.known_hosts))
+        except OSError as error:
+            reason = f"cannot read known_hosts {target.known_hosts}: {error.strerror}"
+            raise TransportError(target.where, reason) from None
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                target.address,
+                port=target.port,
+                username=target.user,
+                key_filename=str(target.key_file),
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+            )
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            raise TransportError(
+                target.where,
+                f"host key {_fingerprint(error.key)} differs from the one in {target.known_hosts} "
+                f"({_fingerprint(error.expected_key)}): refusing to connect",
+                "the server was reinstalled, or another machine answers at its address",
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise TransportError(target.where, f"the server refused the key {target.key_file}") from None
+        except paramiko.SSHException as error:
+            client.close()
+            if "not found in known_hosts" in str(error):
+                raise TransportError(
+                    target.where,
+                    f"host key unknown: no entry for {target.address} in {target.known_hosts}; refusing to connect",
+                ) from None
+            raise TransportError(target.where, f"SSH failed: {error}") from None
+        except (OSError, EOFError) as error:
+            client.close()
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            raise TransportError(target.where, f"cannot connect: {reason}") from None
+        return client
+
+    @property
+    def _transport(self) -> paramiko.Transport:
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise TransportError(self.target.where, "the SSH connection is closed")
+        return transport
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(self, command: Command, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
+        """Run a command through the server's shell; its exit status and output (nothing raised for a
+        non-zero status: see ``CommandResult.check``)."""
+        line = command_line(command)
+        channel = self._transport.open_session(timeout=CONNECT_TIMEOUT)
+        try:
+            channel.exec_command(line)
+            feeder = None
+            if stdin is not None:
+                feeder = threading.Thread(target=self._feed, args=(channel, stdin), daemon=True)
+                feeder.start()
+            else:
+                channel.shutdown_write()
+            out, err = self._collect(channel, line, timeout)
+            if feeder:
+                feeder.join()
+            return CommandResult(line, channel.recv_exit_status(), out, err)
+        finally:
+            channel.close()
+
+    @staticmethod
+    def _feed(channel: paramiko.Channel, stdin: Stdin) -> None:
+        try:
+            if isinstance(stdin, bytes):
+                channel.sendall(stdin)
+            elif stdin is not None:
+                for chunk in chunks(stdin):
+                    channel.sendall(chunk)
+            channel.shutdown_write()
+        except (OSError, paramiko.SSHException):
+            pass  # the command ended before reading everything; its status tells
+
+    def _collect(self, channel: paramiko.Channel, line: str, timeout: float | None) -> tuple[bytes, bytes]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        while True:
+            busy = False
+            while channel.recv_ready():
+                out += channel.recv(65536)
+                busy = True
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+                busy = True
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                if channel.eof_received or channel.closed:
+                    break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransportError(f"{self.target.name}: {shorten(line)}", f"no end after {timeout:.0f} s")
+            if not busy:
+                select.select([channel], [], [], 0.1)
+        return bytes(out), bytes(err)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        """Write a file atomically: a temporary file beside it, its mode set, then renamed over it."""
+        folder, name = posixpath.split(remote_path)
+        tmp = posixpath.join(folder, f".{name}.cozyops-{secrets.token_hex(4)}")
+        try:
+            with self._client.open_sftp() as sftp:
+                with sftp.open(tmp, "wb") as handle:
+                    handle.chmod(mode)
+                    handle.set_pipelined(True)
+                    handle.write(data)
+                sftp.posix_rename(tmp, remote_path)
+        except OSError as error:
+            with contextlib.suppress(Exception), self._client.open_sftp() as sftp:
+                sftp.remove(tmp)
+            raise TransportError(f"{self.target.name}:{remote_path}", f"cannot write: {error}") from None
+
+    def get(self, remote_path: str) -> bytes:
+        try:
+            with self._client.open_sftp() as sftp, sftp.open(remote_path, "rb") as handle:
+                handle.prefetch()
+                return handle.read()
+        except OSError as error:
+            raise TransportError(f"{self.target.name}:{remote_path}", f"cannot read: {error}") from None
+
+    # -- port forwarding --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def forward(self, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[Forward]:
+        """A listener on 127.0.0.1 (a free port) whose connections are tunnelled to
+        ``remote_host:remote_port`` as the server sees it (ssh -L)."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        stop = threading.Event()
+        forward = Forward("127.0.0.1", listener.getsockname()[1], remote_host, remote_port)
+        acceptor = threading.Thread(
+            target=self._accept, args=(listener, forward, stop), name=f"forward-{self.name}-{remote_port}", daemon=True
+        )
+        acceptor.start()
+        try:
+            yield forward
+        finally:
+            stop.set()
+            listener.close()
+            acceptor.join(timeout=2)
+
+    def _accept(self, listener: socket.socket, forward: Forward, stop: threading.Event) -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, peer = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                channel = self._transport.open_channel(
+                    "direct-tcpip", (forward.remote_host, forward.remote_port), peer, timeout=CONNECT_TIMEOUT
+                )
+            except (paramiko.SSHException, TransportError, OSError) as error:
+                log.info("%s: forward to %s:%s refused: %s", self.name, forward.remote_host, forward.remote_port, error)
+                connection.close()
+                continue
+            threading.Thread(target=_pump, args=(connection, channel, stop), daemon=True).start()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> SshTransport:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _pump(connection: socket.socket, channel: paramiko.Channel, stop: threading.Event) -> None:
+    """Copy bytes both ways until either side closes."""
+    try:
+        while not stop.is_set():
+            readable, _, _ = select.select([connection, channel], [], [], 0.2)
+            if connection in readable:
+                data = connection.recv(65536)
+                if not data:
+                    break
+                channel.sendall(data)
+            if channel in readable:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                connection.sendall(data)
+    except OSError:
+        pass
+    finally:
+        channel.close()
+        connection.close()
