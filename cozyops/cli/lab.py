@@ -87,6 +87,9 @@ def up(
     hosts: int = typer.Option(
         None, "--hosts", min=0, help=f"How many hosts h1..hN (default: {DEFAULT_HOSTS}); a lab keeps the hosts it has."
     ),
+    with_stack: bool = typer.Option(
+        False, "--with-stack", help="Install and start the cozy-stack double and pouchdb-server on every host."
+    ),
     directory: Path = DirOption,
     json: bool = JsonOption,
 ) -> None:
@@ -94,7 +97,7 @@ def up(
     lab = Lab.open(lab_id, directory, zone=zone, zone2=zone2)
     started = time.monotonic()
     with err_console.status(f"bringing lab {lab.spec.id} up"):
-        lab.up(report=_step, hosts_wanted=hosts)
+        lab.up(report=_step, hosts_wanted=hosts, with_stack=with_stack)
     status = lab.status()
     if json:
         emit_json(status)

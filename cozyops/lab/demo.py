@@ -144,6 +144,22 @@ def apt_through_proxy(lab: Lab, host: HostSpec) -> str:
     return f"apt-get update on {host.name}: {len(fetched)} indexes through {lab.spec.apt_proxy}"
 
 
+def stack_answers(lab: Lab, host: HostSpec) -> str:
+    """The host's cozy-stack double, reached as cozyops reaches a real one: SSH, then forwarded ports."""
+    from cozyops.lab import stack
+    from cozyops.stack import AdminClient, PublicClient
+    from cozyops.transport import SshTransport
+
+    with SshTransport(lab.ssh_target(host.name)) as ssh:
+        passphrase = stack.admin_passphrase(ssh)
+        with ssh.forward(stack.ADMIN_PORT) as admin_port, ssh.forward(stack.PUBLIC_PORT) as public_port:
+            admin = AdminClient(admin_port.url, passphrase)
+            count = len(admin.instances())
+            version = PublicClient(public_port.url, host.fqdn).version().get("version", "?")
+    return (f"{host.name}: admin API (127.0.0.1:{stack.ADMIN_PORT} over SSH) lists {count} instance(s); "
+            f"public API (127.0.0.1:{stack.PUBLIC_PORT}) version {version}")
+
+
 def steps(lab: Lab) -> list[Step]:
     key = lab.key()
     bind, knot = lab.dns_servers()
@@ -166,6 +182,10 @@ def steps(lab: Lab) -> list[Step]:
         found.append(Step(f"SSH to {host.name} with a verified host key", lambda h=host: ssh_verified(lab, h)))
     if hosts:
         found.append(Step(f"apt on {hosts[0].name} through the lab's proxy", lambda: apt_through_proxy(lab, hosts[0])))
+    if lab.state().stack:
+        for host in hosts:
+            found.append(Step(f"the cozy-stack double on {host.name} answers through SSH forwarding",
+                              lambda h=host: stack_answers(lab, h)))
     return found
 
 

@@ -37,6 +37,16 @@ def group_vars(spec: LabSpec, email: str) -> dict:
     }
 
 
+def subdomain_mode(fleet: Path) -> str:
+    """The fleet's cozy_subdomains (nested unless the user changed it in group_vars/all.yml)."""
+    try:
+        data = yaml.safe_load((fleet / "group_vars" / "all.yml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return "nested"
+    mode = data.get("cozy_subdomains", "nested")
+    return mode if mode in ("nested", "flat") else "nested"
+
+
 def inventory(hosts: list[dict], ssh_key: Path | None, ssh_config: Path | None) -> dict:
     """hosts.yml: the lab's hosts in group cozy_servers, reached over SSH as root with the lab's
     key, its known_hosts and strict host key checking (all through the lab's ssh_config)."""

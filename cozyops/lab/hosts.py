@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -249,7 +249,7 @@ def kill_stragglers(namespace: str) -> list[int]:
     pids = [int(pid) for pid in result.stdout.split()] if result.returncode == 0 else []
     for pid in pids:
         try:
-            os.kill(pid, 15)
+            os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 3
@@ -258,11 +258,7 @@ def kill_stragglers(namespace: str) -> list[int]:
     for pid in pids:
         if procs.pid_alive(pid):
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
     return pids
-
-
-def remove(where: HostFiles, host: HostSpec) -> None:
-    shutil.rmtree(where.dir(host), ignore_errors=True)

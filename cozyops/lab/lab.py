@@ -9,6 +9,7 @@ and removes the namespaces, and is harmless when repeated.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime
 import fcntl
@@ -24,11 +25,11 @@ from pathlib import Path
 
 from cozyops import files, paths
 from cozyops.dns import tsig
-from cozyops.errors import ConfigError, LabError
+from cozyops.errors import ConfigError, CozyopsError, LabError
 from cozyops.lab import aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
 from cozyops.lab.services import Bind, Knot, Pebble, Service
 from cozyops.lab.spec import APT_PROXY_PORT, DNS_PORT, SSH_PORT, HostSpec, LabSpec, check_id, check_zone
-from cozyops.transport.ssh import SshTarget
+from cozyops.transport.ssh import SshTarget, SshTransport
 
 STATE_FILE = "lab.json"
 READY_TIMEOUT = 15.0
@@ -58,6 +59,7 @@ class LabState:
     processes: list[procs.Proc] = field(default_factory=list)
     hosts: int = 0  # h1..hN: kept from one `up` to the next (their disks stay until --purge)
     rootfs: str = ""  # the root filesystem the hosts' overlays were made on
+    stack: bool = False  # the cozy-stack double is installed on the hosts (`up --with-stack`)
 
     def to_json(self) -> dict:
         return {
@@ -69,6 +71,7 @@ class LabState:
             "processes": [proc.to_json() for proc in self.processes],
             "hosts": self.hosts,
             "rootfs": self.rootfs,
+            "stack": self.stack,
         }
 
     @classmethod
@@ -82,6 +85,7 @@ class LabState:
             [procs.Proc.from_json(item) for item in data.get("processes", [])],
             int(data.get("hosts", 0)),
             data.get("rootfs", ""),
+            bool(data.get("stack", False)),
         )
 
     def process(self, name: str) -> procs.Proc | None:
@@ -194,9 +198,9 @@ class Lab:
 
     # -- up ------------------------------------------------------------------------------------
 
-    def up(self, report: Report = _quiet, hosts_wanted: int | None = None) -> LabState:
+    def up(self, report: Report = _quiet, hosts_wanted: int | None = None, with_stack: bool = False) -> LabState:
         """Start what is not running. ``hosts_wanted`` (default 2) hosts at least: a lab keeps
-        the hosts it has."""
+        the hosts it has. ``with_stack`` installs the cozy-stack double on every host."""
         setup.require_root("cozyops lab up")
         setup.require_packages("cozyops lab up")
         with self._locked():
@@ -216,6 +220,7 @@ class Lab:
                     datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     hosts=state.hosts,
                     rootfs=state.rootfs,
+                    stack=state.stack,
                 )
                 report(f"network namespace {self.spec.netns} ({self.spec.subnet})")
                 state.namespaces = [self.spec.netns]
@@ -253,6 +258,10 @@ class Lab:
             if wanted_hosts:
                 assert lower is not None
                 self._hosts_up(state, wanted_hosts, lower, report)
+                if with_stack:
+                    self._stack_up(state, wanted_hosts, report)
+            elif with_stack:
+                raise ConfigError("--with-stack", "needs hosts (--hosts 1 or more)")
             where = self.host_files
             fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle, self.fleet_hosts(state),
                         where.client_key, where.ssh_config)
@@ -295,6 +304,31 @@ class Lab:
         if booted:
             report("waiting for sshd on " + ", ".join(host.name for host in booted))
             hosts.wait_ssh(self.spec, booted, inits, READY_TIMEOUT)
+
+    def _stack_up(self, state: LabState, wanted: list[HostSpec], report: Report) -> None:
+        """The cozy-stack double and pouchdb-server on every host, in parallel (idempotent)."""
+        from cozyops.lab import pouchdb, stack
+
+        modules = pouchdb.find()
+        subdomains = fleet.subdomain_mode(self.fleet_dir)
+
+        def install(host: HostSpec) -> None:
+            def inside() -> None:
+                with SshTransport(self.ssh_target(host.name)) as ssh:
+                    stack.StackInstaller(ssh, modules, subdomains, report).install()
+
+            netns.inside(self.spec.netns, inside)
+
+        report("installing the cozy-stack double on " + ", ".join(host.name for host in wanted))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+            for future in [pool.submit(install, host) for host in wanted]:
+                future.result()
+        state.stack = True
+        self._save(state)
+
+    def stack_transport(self, name: str) -> SshTransport:
+        """An SSH transport to a host (call inside the lab's namespace)."""
+        return SshTransport(self.ssh_target(name))
 
     def _apt_proxy_up(self, state: LabState, report: Report) -> None:
         running = state.process(APT_PROXY)
@@ -486,6 +520,8 @@ class Lab:
             for entry in host_entries:
                 if entry["reason"] is None:
                     entry["reason"] = hosts.ssh_banner_reason(entry["address"])
+                    if entry["reason"] is None and state.stack:
+                        entry["reason"] = self._stack_reason(entry["name"])
                     entry["ok"] = entry["reason"] is None
             if proxy and proxy["reason"] is None:
                 proxy["ok"] = True
@@ -528,6 +564,7 @@ class Lab:
             "rootfs": state.rootfs or None,
             "fleet": str(self.fleet_dir),
             "ssh_config": str(self.host_files.ssh_config) if state.hosts else None,
+            "stack": state.stack,
             "namespaces": state.namespaces,
             "pids": [proc.pid for proc in state.processes],
             "processes": [
@@ -535,6 +572,17 @@ class Lab:
                 for proc in state.processes
             ],
         }
+
+    def _stack_reason(self, name: str) -> str | None:
+        """None when the host's cozy-stack answers `cozy-stack status` (call inside the namespace)."""
+        try:
+            with SshTransport(self.ssh_target(name), timeout=5) as ssh:
+                result = ssh.run(["cozy-stack", "status"], timeout=10)
+        except CozyopsError as error:
+            return str(error)
+        if result.returncode != 0:
+            return "cozy-stack status: " + (result.stderr or result.stdout).decode(errors="replace").strip()[:200]
+        return None
 
     def env(self) -> dict[str, str]:
         pebble = self.pebble()
