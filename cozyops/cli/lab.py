@@ -15,6 +15,7 @@ from cozyops import paths
 from cozyops.cli.render import emit_json, err_console
 from cozyops.errors import LabError
 from cozyops.lab import demo as lab_demo
+from cozyops.lab import pouchdb as lab_pouchdb
 from cozyops.lab import rootfs as lab_rootfs
 from cozyops.lab import setup as lab_setup
 from cozyops.lab.lab import DEFAULT_HOSTS, Lab
@@ -46,8 +47,9 @@ def _step(message: str) -> None:
 
 @app.command()
 def setup(json: bool = JsonOption) -> None:
-    """Install what the lab needs (as root; idempotent): its Debian packages, and the hosts'
-    root filesystem (a minimal Debian, built once with debootstrap from the machine's mirror).
+    """Install what the lab needs (as root; idempotent): its Debian packages, the hosts' root
+    filesystem (a minimal Debian, built once with debootstrap from the machine's mirror) and
+    pouchdb-server (the CouchDB API of the cozy-stack double, `npm ci` of a pinned lockfile).
 
     Packages are installed by name with apt-get; their system services are not started.
     """
@@ -66,17 +68,25 @@ def setup(json: bool = JsonOption) -> None:
     lab_setup.require_root("cozyops lab setup")
     with err_console.status("the hosts' root filesystem") as busy_rootfs:
         built = lab_rootfs.build(log, report=lambda line: busy_rootfs.update(f"root filesystem: {line}"))
+    if not json:
+        if built.built:
+            err_console.print(f"built the hosts' root filesystem in {built.seconds:.1f} s: {built.path}")
+        else:
+            err_console.print(f"the hosts' root filesystem is built: {built.path}")
+    with err_console.status(f"pouchdb-server {lab_pouchdb.VERSION}: npm ci (log: {log})"):
+        pouch = lab_pouchdb.install(log)
     if json:
         emit_json({
             "installed": result.installed,
             "already": result.already,
             "seconds": round(seconds, 1),
             "rootfs": {"path": str(built.path), "built": built.built, "seconds": round(built.seconds, 1)},
+            "pouchdb_server": {"path": str(pouch.path), "built": pouch.installed, "seconds": round(pouch.seconds, 1)},
         })
-    elif built.built:
-        err_console.print(f"built the hosts' root filesystem in {built.seconds:.1f} s: {built.path}")
+    elif pouch.installed:
+        err_console.print(f"installed pouchdb-server {lab_pouchdb.VERSION} in {pouch.seconds:.1f} s: {pouch.path}")
     else:
-        err_console.print(f"the hosts' root filesystem is built: {built.path}")
+        err_console.print(f"pouchdb-server {lab_pouchdb.VERSION} is installed: {pouch.path}")
 
 
 @app.command()
@@ -165,7 +175,11 @@ def env(lab_id: str = IdOption, directory: Path = DirOption) -> None:
 @app.command()
 def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
     """Set the lab up if needed and show, step by step, what works."""
-    if lab_setup.missing_packages() or not lab_rootfs.built(lab_rootfs.path()):
+    if (
+        lab_setup.missing_packages()
+        or not lab_rootfs.built(lab_rootfs.path())
+        or not lab_pouchdb.installed(lab_pouchdb.path())
+    ):
         setup(json=False)
     lab = Lab.open(lab_id, directory)
     if not lab.is_up():

@@ -1,0 +1,148 @@
+"""pouchdb-server, the CouchDB API under the cozy-stack double: installed once on the machine.
+
+The package's own ``pouchdb/package.json`` and its committed ``package-lock.json`` pin
+pouchdb-server 4.2.0 and everything it pulls in. ``lab setup`` installs them with ``npm ci``
+(nothing but the npm registry is needed) into the cache, in a directory named after a digest of
+the lockfile: a new lockfile gives a new directory, one that exists is never rebuilt. The build is
+atomic (a temporary directory renamed into place when complete) and keeps npm inside it
+(``--cache``), so nothing is written to ``~/.npm``.
+
+npm is not reachable from inside a lab host: the hosts get this directory from the machine.
+pouchdb-server runs in "admin party" (no admin configured: once an admin exists, an
+unauthenticated database creation crashes pouchdb-server 4.2.0) and has no ``/_up``: readiness
+is ``GET /``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cozyops import paths
+from cozyops.errors import LabError
+
+PACKAGE_DIR = Path(__file__).resolve().parent / "pouchdb"
+LOCKFILE = PACKAGE_DIR / "package-lock.json"
+MANIFEST = PACKAGE_DIR / "package.json"
+VERSION = "4.2.0"
+# Written last into a complete installation.
+MARKER = ".cozyops-pouchdb.json"
+# The server's entry point inside an installation.
+ENTRY = Path("node_modules") / "pouchdb-server" / "bin" / "pouchdb-server"
+
+
+def cache_root() -> Path:
+    """Where installations are kept: COZYOPS_POUCHDB_CACHE, else the cache directory's pouchdb-server/."""
+    override = os.environ.get("COZYOPS_POUCHDB_CACHE")
+    return Path(override) if override else paths.cache_dir() / "pouchdb-server"
+
+
+def digest() -> str:
+    return hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()[:16]
+
+
+def path() -> Path:
+    return cache_root() / digest()
+
+
+def installed(directory: Path) -> bool:
+    return (directory / MARKER).is_file() and (directory / ENTRY).is_file()
+
+
+def find() -> Path:
+    """The installation that ``lab setup`` made for this lockfile; an error if there is none."""
+    directory = path()
+    if not installed(directory):
+        raise LabError(
+            f"pouchdb-server {VERSION}",
+            f"is not installed ({directory})",
+            "run `sudo cozyops lab setup`",
+        )
+    return directory
+
+
+def npm() -> str:
+    """The machine's npm (Node.js comes from the machine: Debian's or NodeSource's package)."""
+    found = shutil.which("npm")
+    if found is None or shutil.which("node") is None:
+        raise LabError(
+            "pouchdb-server",
+            "needs Node.js (20 or newer) and npm on the PATH, and they are not there",
+            "install the nodejs package (with npm), then run `sudo cozyops lab setup` again",
+        )
+    return found
+
+
+@dataclass
+class InstallResult:
+    path: Path
+    installed: bool
+    seconds: float
+
+
+def install(log: Path) -> InstallResult:
+    """``npm ci`` the lockfile into the cache unless already there. Idempotent and atomic."""
+    final = path()
+    if installed(final):
+        return InstallResult(final, False, 0.0)
+    program = npm()
+    started = time.monotonic()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = final.parent / f".build-{final.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir()
+        shutil.copyfile(MANIFEST, work / "package.json")
+        shutil.copyfile(LOCKFILE, work / "package-lock.json")
+        command = [program, "ci", "--no-audit", "--no-fund", "--cache", str(work / ".npm-cache")]
+        # npm 11 warns that leveldown's and sqlite3's install scripts are not allowed: nothing
+        # breaks (leveldown ships prebuilt binaries; sqlite3 is only for --sqlite).
+        env = {**os.environ, "npm_config_update_notifier": "false"}
+        with open(log, "ab") as out:
+            out.write(("$ " + " ".join(command) + f"  (in {work})\n").encode())
+            out.flush()
+            done = subprocess.run(
+                command, cwd=work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        if done.returncode != 0:
+            raise LabError("npm ci (pouchdb-server)", f"failed (exit {done.returncode}); see {log}")
+        if not (work / ENTRY).is_file():
+            raise LabError("npm ci (pouchdb-server)", f"did not install {ENTRY}; see {log}")
+        shutil.rmtree(work / ".npm-cache", ignore_errors=True)
+        marker = {"pouchdb-server": VERSION, "lockfile": digest(), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        (work / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        work.rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return InstallResult(final, True, time.monotonic() - started)
+
+
+def argv(node: str, port: int, host: str, data_dir: Path, install_dir: Path | None = None) -> list[str]:
+    """The command line that runs pouchdb-server in the foreground, its data under ``data_dir``.
+
+    pouchdb-server writes its ``config.json`` (no admin unless one is added) and ``log.txt`` in
+    its working directory: the command changes into ``data_dir`` (creating it) before loading the
+    server, so that it writes nowhere else whatever the caller's working directory; the databases
+    are in ``data_dir/db``. ``install_dir`` is where the process sees the installation (a lab host
+    may see the machine's cache at another path); default: ``find()``.
+    """
+    base = install_dir if install_dir is not None else find()
+    data = str(data_dir)
+    boot = (
+        "const fs = require('fs');"
+        f"fs.mkdirSync({json.dumps(data + '/db')}, {{recursive: true}});"
+        f"process.chdir({json.dumps(data)});"
+        f"require({json.dumps(str(base / ENTRY))});"
+    )
+    # With -e, process.argv[1] is the first argument after the script: a name for the
+    # server's option parser to skip, as it skips the script path when run directly.
+    return [
+        node, "-e", boot, "pouchdb-server", "--host", host, "--port", str(port), "--dir", data + "/db", "--no-color"
+    ]

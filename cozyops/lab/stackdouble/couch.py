@@ -1,0 +1,144 @@
+"""A small CouchDB client over HTTP (pouchdb-server in the lab), with cozy-stack's database names."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+GLOBAL_INSTANCES = "global/instances"
+
+
+def instance_prefix(domain: str) -> str:
+    """cozy-stack.md §1.2: ``"cozy" + hex(sha256(domain)[:16])``."""
+    return "cozy" + hashlib.sha256(domain.encode()).digest()[:16].hex()
+
+
+def db_name(prefix: str, doctype: str) -> str:
+    """``<prefix>/<doctype, . → ->`` (§1.2)."""
+    return prefix + "/" + doctype.replace(".", "-")
+
+
+class CouchError(Exception):
+    def __init__(self, status: int, error: str, reason: str) -> None:
+        super().__init__(f"{status} {error}: {reason}")
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+
+class Couch:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        self.auth = None
+        if parts.username is not None:
+            raw = f"{parts.username}:{parts.password or ''}".encode()
+            self.auth = "Basic " + base64.b64encode(raw).decode()
+        netloc = parts.hostname or "localhost"
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port:
+            netloc += f":{parts.port}"
+        self.base = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body=None, query: dict | None = None, raw: bool = False):
+        """(status, decoded JSON) for any status; CouchError(0, ...) when unreachable."""
+        url = self.base + path
+        if query:
+            url += "?" + urlencode({k: json.dumps(v) if isinstance(v, (bool, list, dict)) else v
+                                    for k, v in query.items()})
+        data = None
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.auth:
+            headers["Authorization"] = self.auth
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                status, payload = resp.status, resp.read()
+        except urllib.error.HTTPError as error:
+            status, payload = error.code, error.read()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise CouchError(0, "unreachable", f"CouchDB at {self.base} is unreachable: {reason}") from None
+        if raw:
+            return status, payload
+        try:
+            return status, json.loads(payload) if payload else None
+        except ValueError:
+            return status, {"error": "bad_response", "reason": payload[:200].decode(errors="replace")}
+
+    def ok(self, method: str, path: str, body=None, query: dict | None = None, allow=()):
+        status, data = self.request(method, path, body, query)
+        if status >= 400 and status not in allow:
+            data = data if isinstance(data, dict) else {}
+            raise CouchError(status, str(data.get("error", "error")), str(data.get("reason", "")))
+        return status, data
+
+    @staticmethod
+    def db(name: str) -> str:
+        return "/" + quote(name, safe="")
+
+    @staticmethod
+    def doc(name: str, doc_id: str) -> str:
+        # Design documents keep their slash, as CouchDB wants.
+        if doc_id.startswith("_design/"):
+            return Couch.db(name) + "/_design/" + quote(doc_id[len("_design/"):], safe="")
+        return Couch.db(name) + "/" + quote(doc_id, safe="")
+
+    # --- databases
+    def create_db(self, name: str) -> None:
+        self.ok("PUT", self.db(name), allow=(412,))
+
+    def db_exists(self, name: str) -> bool:
+        status, _ = self.request("GET", self.db(name))
+        return status == 200
+
+    def delete_db(self, name: str) -> None:
+        self.ok("DELETE", self.db(name), allow=(404,))
+
+    def all_dbs(self) -> list[str]:
+        return self.ok("GET", "/_all_dbs")[1]
+
+    # --- documents
+    def get(self, name: str, doc_id: str) -> dict | None:
+        status, data = self.request("GET", self.doc(name, doc_id))
+        if status == 404:
+            return None
+        if status >= 400:
+            raise CouchError(status, str(data.get("error")), str(data.get("reason")))
+        return data
+
+    def put(self, name: str, doc: dict) -> dict:
+        """Create or update ``doc`` (with its ``_id``); sets its new ``_rev`` and returns it."""
+        _, data = self.ok("PUT", self.doc(name, doc["_id"]), doc)
+        doc["_rev"] = data["rev"]
+        return doc
+
+    def delete(self, name: str, doc_id: str, rev: str) -> None:
+        self.ok("DELETE", self.doc(name, doc_id), query={"rev": rev})
+
+    def find(self, name: str, selector: dict, limit: int = 100000, sort: list | None = None) -> list[dict]:
+        body: dict = {"selector": selector, "limit": limit}
+        if sort:
+            body["sort"] = sort
+        status, data = self.request("POST", self.db(name) + "/_find", body)
+        if status == 404:
+            return []
+        if status >= 400:
+            raise CouchError(status, str(data.get("error")), str(data.get("reason")))
+        return data.get("docs", [])
+
+    def all_docs(self, name: str, include_docs: bool = True) -> list[dict]:
+        status, data = self.request("GET", self.db(name) + "/_all_docs", query={"include_docs": include_docs})
+        if status == 404:
+            return []
+        if status >= 400:
+            raise CouchError(status, str(data.get("error")), str(data.get("reason")))
+        return [row["doc"] if include_docs else row for row in data["rows"]]
