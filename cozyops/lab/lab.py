@@ -194,7 +194,8 @@ class Lab:
         return Pebble(self.spec, self.dir / "pebble")
 
     def is_up(self) -> bool:
-        return netns.exists(self.spec.netns)
+        """Its namespace exists and this directory's state records it (not another lab's with the same id)."""
+        return netns.exists(self.spec.netns) and self.spec.netns in self.state().namespaces
 
     # -- up ------------------------------------------------------------------------------------
 

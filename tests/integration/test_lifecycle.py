@@ -45,7 +45,7 @@ def test_two_labs_side_by_side_and_down_leaves_nothing(lab, tmp_path):
     for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
         try:
             assert str(other_dir) not in mountinfo.read_text(), f"{mountinfo} shows a mount of the lab"
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except OSError:  # the process ended while being read
             pass
     # A second down is harmless, and the lab keeps its zones for the next `up`.
     again = cli("lab", "down", "--dir", str(other_dir))
