@@ -1,0 +1,224 @@
+"""The DNS records a fleet needs, and the ownership marks that say which records are whose. Pure.
+
+Names are relative to the fleet's zone (``@`` is the apex), lowercase; values are in canonical
+presentation form (what dnspython prints for the record read back from the server), sorted, so
+that desired and observed records compare as plain tuples.
+
+**Records per subdomain mode** (cozy-stack serves every app on its own host name):
+
+- nested (``drive.alice.example.org``): per instance ``alice`` and ``*.alice`` to its server (A,
+  and AAAA when the server has IPv6), and CAA at ``alice`` (it covers ``alice`` and the
+  ``*.alice`` wildcard certificate without touching the rest of the zone);
+- flat (``alice-drive.example.org``): per instance ``alice``; when all the instances under one
+  parent share one server, one wildcard ``*.<parent>`` to it, else ``<instance>-<app>`` names for
+  every app of every instance (a wildcard cannot point at two servers); CAA at the parent (where a
+  CA looks for the ``*.<parent>`` certificate).
+
+CAA holds ``issue`` and ``issuewild`` for each configured CA. With a delegated ACME challenge
+zone, ``_acme-challenge.<name>`` is a CNAME to ``<name as FQDN>.<challenge zone>``.
+
+**Ownership marks.** Records belong to the fleet that wrote them. A group of records (an
+instance's, or the wildcard and CAA of a parent) is claimed by one TXT record at
+``_cozyops.<group>`` (``_cozyops`` for the apex) whose first string is ``cozyops-owner=<fleet>``
+and whose other strings list the names and types it claims (``"alice A,CAA" "*.alice A"``).
+Several fleets may hold marks at one name: each only ever adds or removes its own TXT value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import NamedTuple
+
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+
+from cozyops.model import Fleet, Server, SubdomainMode
+
+MARK_LABEL = "_cozyops"
+OWNER_PREFIX = "cozyops-owner="
+CHALLENGE_LABEL = "_acme-challenge"
+# Record types cozyops writes (and so may own); everything else in a zone is never looked at.
+MANAGED_TYPES = frozenset({"A", "AAAA", "CAA", "CNAME"})
+
+_TXT_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+class RRset(NamedTuple):
+    """One name and type: TTL and values. ``group`` names the mark that claims it (desired only)."""
+
+    name: str
+    rtype: str
+    ttl: int
+    values: tuple[str, ...]
+    group: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.rtype)
+
+
+def fqdn(name: str, zone: str) -> str:
+    """``alice`` in ``example.org`` -> ``alice.example.org.``; ``@`` -> ``example.org.``."""
+    return f"{zone}." if name == "@" else f"{name}.{zone}."
+
+
+def relative(domain: str, zone: str) -> str:
+    return "@" if domain == zone else domain[: -len(zone) - 1]
+
+
+def wildcard(name: str) -> str:
+    return "*" if name == "@" else f"*.{name}"
+
+
+def child(label: str, name: str) -> str:
+    return label if name == "@" else f"{label}.{name}"
+
+
+def canonical(rtype: str, text: str) -> str:
+    """The value as dnspython prints it (how records read from a server compare)."""
+    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), text).to_text()
+
+
+def address_records(server: Server) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    records = []
+    if server.ipv4:
+        records.append(("A", (canonical("A", server.ipv4),)))
+    if server.ipv6:
+        records.append(("AAAA", (canonical("AAAA", server.ipv6),)))
+    return tuple(records)
+
+
+def caa_values(issuers: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(canonical("CAA", f'0 {tag} "{ca}"') for ca in issuers for tag in ("issue", "issuewild")))
+
+
+def challenge_target(name: str, zone: str, challenge_zone: str) -> str:
+    return f"{fqdn(name, zone)}{challenge_zone}."
+
+
+def desired(fleet: Fleet) -> list[RRset]:
+    """Every record the fleet's instances need, each with the group (mark) that claims it."""
+    zone, ttl = fleet.zone, fleet.dns.ttl
+    by_server = {name: address_records(server) for name, server in fleet.servers.items()}
+    caa = caa_values(fleet.acme.caa) if fleet.acme else ()
+    delegation = fleet.dns.acme_challenge
+    records: dict[tuple[str, str], RRset] = {}
+
+    def add(name: str, rtype: str, values: tuple[str, ...], group: str) -> None:
+        if (name, rtype) in records:
+            raise ValueError(f"two records for {name} {rtype} (groups {records[name, rtype].group}, {group})")
+        records[name, rtype] = RRset(name, rtype, ttl, values, group)
+
+    def certificate_name(name: str) -> None:
+        """What a certificate for ``name`` and ``*.name`` needs: CAA, the challenge's CNAME."""
+        if caa:
+            add(name, "CAA", caa, name)
+        if delegation:
+            target = challenge_target(name, zone, delegation.zone)
+            add(child(CHALLENGE_LABEL, name), "CNAME", (target,), name)
+
+    if fleet.subdomains is SubdomainMode.NESTED:
+        for instance in fleet.instances:
+            name = relative(instance.domain, zone)
+            star = wildcard(name)
+            for rtype, values in by_server[instance.server]:
+                add(name, rtype, values, name)
+                add(star, rtype, values, name)
+            certificate_name(name)
+        return list(records.values())
+
+    parents: dict[str, list] = defaultdict(list)
+    for instance in fleet.instances:
+        parents[instance.domain.split(".", 1)[1]].append(instance)
+    for parent_domain, instances in parents.items():
+        parent = relative(parent_domain, zone)
+        targets = {by_server[instance.server] for instance in instances}
+        shared = len(targets) == 1
+        if shared:
+            for rtype, values in next(iter(targets)):
+                add(wildcard(parent), rtype, values, parent)
+        for instance in instances:
+            name = relative(instance.domain, zone)
+            addresses = by_server[instance.server]
+            for rtype, values in addresses:
+                add(name, rtype, values, name)
+            if not shared:
+                first, _, rest = name.partition(".")
+                for app in instance.apps:
+                    app_name = f"{first}-{app}" + (f".{rest}" if rest else "")
+                    for rtype, values in addresses:
+                        add(app_name, rtype, values, name)
+        certificate_name(parent)
+    return list(records.values())
+
+
+# -- marks -------------------------------------------------------------------------------------
+
+
+def mark_name(group: str) -> str:
+    return child(MARK_LABEL, group)
+
+
+def mark_strings(owner: str, claims: dict[str, set[str]]) -> tuple[str, ...]:
+    """The TXT strings of a mark: the owner, then ``"<name> <TYPE>,<TYPE>"`` per claimed name."""
+    return (OWNER_PREFIX + owner, *(f"{name} {','.join(sorted(claims[name]))}" for name in sorted(claims)))
+
+
+def txt_text(strings: tuple[str, ...]) -> str:
+    """TXT presentation form (the strings of a mark never need escaping)."""
+    return " ".join(f'"{string}"' for string in strings)
+
+
+def txt_strings(text: str) -> list[str]:
+    return _TXT_STRING.findall(text)
+
+
+class Mark(NamedTuple):
+    name: str  # where the TXT record is
+    owner: str
+    claims: frozenset[tuple[str, str]]  # (name, type)
+    text: str  # the TXT value, as read
+
+
+def parse_mark(name: str, text: str) -> Mark | None:
+    """A cozyops mark from one TXT value at ``name``, or None if the value is not one."""
+    strings = txt_strings(text)
+    if not strings or not strings[0].startswith(OWNER_PREFIX):
+        return None
+    claims = set()
+    for entry in strings[1:]:
+        claimed, _, types = entry.partition(" ")
+        claims.update((claimed, rtype) for rtype in types.split(",") if rtype)
+    return Mark(name, strings[0][len(OWNER_PREFIX):], frozenset(claims), text)
+
+
+def is_mark_name(name: str) -> bool:
+    return name == MARK_LABEL or name.startswith(MARK_LABEL + ".")
+
+
+def marks_in(rrsets: dict[tuple[str, str], RRset]) -> list[Mark]:
+    marks = []
+    for (name, rtype), rrset in rrsets.items():
+        if rtype == "TXT" and is_mark_name(name):
+            marks.extend(mark for text in rrset.values if (mark := parse_mark(name, text)))
+    return marks
+
+
+# -- zone files --------------------------------------------------------------------------------
+
+
+def zone_snippet(zone: str, records: list[RRset], header: str = "") -> str:
+    """The records as zone-file lines, to paste into a zone managed elsewhere."""
+    lines = [f"; {line}" for line in header.splitlines()] + [f"$ORIGIN {zone}."]
+    width = max((len(record.name) for record in records), default=1)
+    for record in sorted(records, key=_snippet_order):
+        for value in record.values:
+            lines.append(f"{record.name:<{width}} {record.ttl} IN {record.rtype:<5} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _snippet_order(record: RRset) -> tuple:
+    # Apex first, then by name read from the zone down, so that related names sit together.
+    return (record.name != "@", list(reversed(record.name.split("."))), record.rtype)
