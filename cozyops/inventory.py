@@ -416,10 +416,10 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
         apps_value = item.get("apps", DEFAULT_APPS)
         if not isinstance(apps_value, list | tuple) or not all(isinstance(app, str) for app in apps_value):
             raise ConfigError(label, f"{key}.apps: must be a list of app slugs")
-        apps = tuple(dict.fromkeys(app.strip().lower() for app in apps_value))
-        for app in apps:
-            if not _APP.match(app):
+        for app in apps_value:
+            if not _APP.match(app.strip().lower()):
                 raise ConfigError(label, f"{key}.apps: {app!r} is not an app slug")
+        apps = tuple(dict.fromkeys(app.strip().lower() for app in apps_value))
         instances.append(Instance(domain, server, apps, item.get("email"), item.get("locale")))
     for name in sorted(used_servers):
         if servers[name].ipv4 is None and servers[name].ipv6 is None:
