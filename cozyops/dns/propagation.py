@@ -146,6 +146,8 @@ def served(address: str, expectation: Expectation) -> str | None:
     """None when ``address`` serves the expectation, else what it serves instead."""
     response = _ask(address, expectation.name, expectation.rtype)
     label = f"{expectation.name} {expectation.rtype}"
+    if response.rcode() == dns.rcode.NXDOMAIN:
+        return f"{label}: missing (no such name)"
     if response.rcode() != dns.rcode.NOERROR:
         return f"{label}: {dns.rcode.to_text(response.rcode())}"
     qname = dns.name.from_text(expectation.name)

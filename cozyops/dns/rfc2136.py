@@ -149,8 +149,9 @@ class Rfc2136:
         if isinstance(error, DnsError):
             return error
         if isinstance(error, dns.tsig.PeerBadKey):
-            return self._error("BADKEY: the server does not know this key",
-                               f"the key name{key_file} must match a key in the server's configuration")
+            return self._error("BADKEY: the server does not accept this key (unknown to it, or not allowed "
+                               "for this zone and operation)",
+                               f"the key name{key_file} must match a key the server grants on the zone")
         if isinstance(error, dns.tsig.PeerBadSignature):
             return self._error("BADSIG: the server rejects the signature",
                                f"the secret or algorithm{key_file} differs from the server's")
