@@ -89,7 +89,7 @@ class DnsManager:
         self.zone_data = self.provider().read()
         return planner.plan_dns(
             self.fleet.name, self.fleet.zone, "rfc2136", self.desired(), self.zone_data.rrsets,
-            serial=self.zone_data.serial, adopt=adopt, mark_ttl=self.fleet.dns.ttl,
+            serial=self.zone_data.serial, adopt=adopt, mark_ttl=self.fleet.dns.ttl, marks_index=self.zone_data.marks,
         )
 
     def snippet(self) -> str:

@@ -61,8 +61,7 @@ def _print_plan(plan: Plan, where: str) -> None:
         f"zone {plan.zone} at {where} (fleet {plan.fleet}): {counts[CREATE]} to create, {counts['update']} to "
         f"update, {counts[DELETE]} to delete, {len(plan.conflicts)} conflicts; the fleet owns {plan.owned} records"
         + (f" ({marks} ownership marks change)" if marks else ""),
-        highlight=False, markup=False,
-    )
+        highlight=False, markup=False, soft_wrap=True)
     lines = [_change_line(change, plan.zone) for change in plan.record_changes]
     for line in lines[:SHOWN]:
         print(line)
@@ -77,10 +76,9 @@ def _print_conflicts(plan: Plan) -> None:
 
         err_console.print(
             f"! conflict {fqdn(conflict.name, plan.zone)} {conflict.rtype}: {conflict.reason()}; not written",
-            style="yellow", highlight=False, markup=False,
-        )
+            style="yellow", highlight=False, markup=False, soft_wrap=True)
     if len(plan.conflicts) > SHOWN:
-        err_console.print(f"! ... and {len(plan.conflicts) - SHOWN} more conflicts", style="yellow")
+        err_console.print(f"! ... and {len(plan.conflicts) - SHOWN} more conflicts", style="yellow", soft_wrap=True)
 
 
 @app.command()
@@ -104,13 +102,13 @@ def plan(fleet: Path = FleetOption, json: bool = JsonOption, adopt: bool = Adopt
     if manager.manual:
         sys.stdout.write(manager.snippet())
         err_console.print(f"{len(manager.desired())} record sets for zone {the_plan.zone}; "
-                          f"checksum {the_plan.checksum}", highlight=False)
+                          f"checksum {the_plan.checksum}", highlight=False, soft_wrap=True)
         return
     _print_plan(the_plan, manager.provider().where)
     if unsafe:
-        err_console.print(f"unsafe: {unsafe}; `apply` needs --force", style="red", highlight=False)
+        err_console.print(f"unsafe: {unsafe}; `apply` needs --force", style="red", highlight=False, soft_wrap=True)
     err_console.print(f"checksum {the_plan.checksum}: `cozyops dns apply --checksum {the_plan.checksum}` "
-                      "applies exactly this plan", highlight=False)
+                      "applies exactly this plan", highlight=False, soft_wrap=True)
 
 
 def _confirm(the_plan: Plan) -> None:
@@ -124,8 +122,8 @@ def _confirm(the_plan: Plan) -> None:
 def _server_lines(reports: list[ServerReport]) -> None:
     for report in reports:
         mark = "[green]ok[/green]" if report.ok else "[red]not ok[/red]"
-        err_console.print(f"  {mark} {report.name} ({report.address or 'no address'}): ", end="")
-        err_console.print(report.summary(), highlight=False, markup=False)
+        err_console.print(f"  {mark} {report.name} ({report.address or 'no address'}): ", end="", soft_wrap=True)
+        err_console.print(report.summary(), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -158,7 +156,7 @@ def apply(
         if not the_plan.changes:
             report = ApplyReport(the_plan)
             if not json:
-                err_console.print("no changes", style="green")
+                err_console.print("no changes", style="green", soft_wrap=True)
         else:
             if not yes:
                 _confirm(the_plan)
@@ -221,14 +219,13 @@ def _print_report(report: ApplyReport) -> None:
     if result.batches:
         err_console.print(
             f"applied {result.applied} of {len(report.plan.changes)} changes in {len(result.batches)} "
-            f"messages ({report.timings.get('apply', 0):.2f} s)", highlight=False,
-        )
+            f"messages ({report.timings.get('apply', 0):.2f} s)", highlight=False, soft_wrap=True)
     for batch in result.failed:
         err_console.print(f"batch {batch.index + 1} ({len(batch.changes)} changes) failed: {batch.error}",
-                          style="red", highlight=False, markup=False)
+                          style="red", highlight=False, markup=False, soft_wrap=True)
     if report.waited:
         verdict = "served by every authoritative server" if report.propagated else "NOT served everywhere"
-        err_console.print(f"{verdict} ({report.timings.get('propagation', 0):.2f} s):", highlight=False)
+        err_console.print(f"{verdict} ({report.timings.get('propagation', 0):.2f} s):", highlight=False, soft_wrap=True)
         _server_lines(report.propagation)
 
 
@@ -267,7 +264,7 @@ def check(fleet: Path = FleetOption, json: bool = JsonOption) -> None:
                    "records": len(manager.desired()), "servers": [report.to_json() for report in reports]})
     else:
         err_console.print(f"zone {manager.fleet.zone}: {len(manager.desired())} record sets on "
-                          f"{len(reports)} authoritative servers", highlight=False)
+                          f"{len(reports)} authoritative servers", highlight=False, soft_wrap=True)
         _server_lines(reports)
     if not ok:
         bad = [f"{r.name} ({r.address})" for r in reports if not r.ok] or ["no server"]

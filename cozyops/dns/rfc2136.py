@@ -27,7 +27,8 @@ import dns.rdatatype
 import dns.tsig
 import dns.xfr
 
-from cozyops.dns import wire
+from cozyops.bulk import paused_gc
+from cozyops.dns import records, wire
 from cozyops.dns.records import RRset
 from cozyops.dns.tsig import TsigKey
 from cozyops.errors import DnsError
@@ -46,6 +47,7 @@ class ZoneData:
     zone: str
     serial: int
     rrsets: dict[tuple[str, str], RRset]
+    marks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # TXT values at mark names
 
     def nameservers(self) -> list[str]:
         ns = self.rrsets.get(("@", "NS"))
@@ -189,6 +191,7 @@ class Rfc2136:
 
     # -- reading -------------------------------------------------------------------------------
 
+    @paused_gc
     def read(self) -> ZoneData:
         """The whole zone, by a TSIG-signed AXFR."""
         address = self._address()
@@ -216,7 +219,7 @@ class Rfc2136:
             raise self.explain(error) from None
         if serial is None:
             raise self._error("the zone transfer returned no SOA record")
-        return ZoneData(self.zone, serial, rrsets)
+        return ZoneData(self.zone, serial, rrsets, records.mark_index(rrsets))
 
     def soa_serial(self) -> int:
         query = dns.message.make_query(self.origin, dns.rdatatype.SOA)
@@ -231,6 +234,7 @@ class Rfc2136:
 
     # -- writing -------------------------------------------------------------------------------
 
+    @paused_gc
     def apply(
         self,
         changes: list[Change],
