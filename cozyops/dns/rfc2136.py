@@ -13,6 +13,7 @@ secret).
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -38,6 +39,9 @@ from cozyops.plan import Change
 PREREQUISITE_RCODES = {dns.rcode.YXDOMAIN, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.NXRRSET}
 # Room for the prerequisites and the TSIG record in a message of at most 64 KiB.
 BATCH_BYTES = 48_000
+# Owner names whose text is their bytes (no escaping needed), lowercase as cozyops writes them.
+_PLAIN_NAME = re.compile(rb"[a-z0-9_*-]+(?:\.[a-z0-9_*-]+)*")
+_ADDRESS_TYPES = frozenset({"A", "AAAA"})  # dnspython keeps their canonical text
 
 
 @dataclass
@@ -204,13 +208,26 @@ class Rfc2136:
                 keyring=self.key.keyring(), keyname=self.key.name, keyalgorithm=self.key.algorithm_name,
                 relativize=False,
             )
+            cut = len(origin.labels)
+            types: dict[int, str] = {}
             for message in messages:
                 for rrset in message.answer:
-                    name = rrset.name.relativize(origin).to_text().lower()
-                    rtype = dns.rdatatype.to_text(rrset.rdtype)
-                    values = [rdata.to_text() for rdata in rrset]
-                    if rtype == "SOA":
-                        serial = rrset[0].serial
+                    labels = rrset.name.labels
+                    if len(labels) == cut:
+                        name = "@"
+                    else:
+                        joined = b".".join(labels[:-cut])
+                        name = joined.decode() if _PLAIN_NAME.fullmatch(joined) else (
+                            rrset.name.relativize(origin).to_text().lower())
+                    rtype = types.get(rrset.rdtype)
+                    if rtype is None:
+                        rtype = types[rrset.rdtype] = dns.rdatatype.to_text(rrset.rdtype)
+                    if rtype in _ADDRESS_TYPES:
+                        values = [rdata.address for rdata in rrset]
+                    else:
+                        values = [rdata.to_text() for rdata in rrset]
+                        if rtype == "SOA":
+                            serial = rrset[0].serial
                     have = rrsets.get((name, rtype))
                     if have is not None:
                         values = list(set(values) | set(have.values))
