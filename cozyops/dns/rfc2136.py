@@ -37,6 +37,9 @@ from cozyops.plan import Change
 
 # An UPDATE's prerequisites did not hold: the zone changed since the plan read it.
 PREREQUISITE_RCODES = {dns.rcode.YXDOMAIN, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.NXRRSET}
+# UPDATE messages sent before the first answer is read: the next is encoded and on its way while
+# the server applies one.
+WINDOW = 2
 # Room for the prerequisites and the TSIG record in a message of at most 64 KiB.
 BATCH_BYTES = 48_000
 # Owner names whose text is their bytes (no escaping needed), lowercase as cozyops writes them.
@@ -68,6 +71,33 @@ class ZoneData:
             rrset = self.rrsets.get((name, rtype))
             found.extend(rrset.values if rrset else ())
         return found
+
+
+@dataclass
+class _InFlight:
+    index: int
+    batch: list[Change]
+    message: dns.message.Message
+    started: float
+
+
+def _read_message(connection: socket.socket, expiration: float) -> bytes:
+    """One length-prefixed DNS message from a TCP stream, by ``expiration`` (time.time())."""
+
+    def exactly(count: int) -> bytes:
+        data = bytearray()
+        while len(data) < count:
+            remaining = expiration - time.time()
+            if remaining <= 0:
+                raise dns.exception.Timeout
+            connection.settimeout(remaining)
+            chunk = connection.recv(count - len(data))
+            if not chunk:
+                raise EOFError("the server closed the connection")
+            data += chunk
+        return bytes(data)
+
+    return exactly(int.from_bytes(exactly(2), "big"))
 
 
 @dataclass
@@ -257,17 +287,36 @@ class Rfc2136:
         changes: list[Change],
         on_batch: Callable[[BatchOutcome], None] | None = None,
     ) -> ApplyResult:
-        """Send the changes in batches over one TCP connection.
+        """Send the changes in batches over one TCP connection, ``WINDOW`` messages in flight.
 
-        A batch whose prerequisites fail is reported and the others go on (re-planning converges);
-        an authentication, authority or transport failure stops the apply and is raised after
-        ``on_batch`` saw the failed batch.
+        While the server applies one message the next is encoded and sent. A batch whose
+        prerequisites fail is reported and the others go on (re-planning converges); an
+        authentication, authority or transport failure stops the apply and is raised after
+        ``on_batch`` saw the failed batch (and any other batch whose outcome is then unknown).
         """
         result = ApplyResult()
         if not changes:
             return result
         encoder = wire.Encoder()
         batches = plan_batches(changes, self.batch_size, encoder)
+        in_flight: dict[int, _InFlight] = {}
+
+        def report(outcome: BatchOutcome) -> None:
+            result.batches.append(outcome)
+            if on_batch:
+                on_batch(outcome)
+
+        def fail(error: BaseException, first: _InFlight) -> DnsError:
+            """Report ``first`` as failed by ``error``, the rest in flight as unknown; the error to raise."""
+            failure = self.explain(error)
+            report(BatchOutcome(first.index, first.batch, False, str(failure), time.monotonic() - first.started, True))
+            for other in sorted(in_flight.values(), key=lambda entry: entry.index):
+                if other is not first:
+                    report(BatchOutcome(other.index, other.batch, False, f"not known whether applied: {failure}",
+                                        time.monotonic() - other.started, True))
+            in_flight.clear()
+            return failure
+
         connection = None
         try:
             for index, batch in enumerate(batches):
@@ -275,42 +324,56 @@ class Rfc2136:
                 builder = wire.UpdateBuilder(encoder)
                 for change in batch:
                     builder.add_change(change)
+                message, data = builder.render(self.origin, self.key, avoid=in_flight)
+                entry = _InFlight(index, batch, message, started)
                 try:
                     if connection is None:
                         connection = socket.create_connection((self._address(), self.port), timeout=self.timeout)
-                    rcode = self._send(connection, builder)
+                    dns.query.send_tcp(connection, data, time.time() + self.timeout)
                 except Exception as error:  # noqa: BLE001 - journaled, then raised as one line
-                    failure = self.explain(error)
-                    outcome = BatchOutcome(index, batch, False, str(failure), time.monotonic() - started, True)
-                    result.batches.append(outcome)
-                    if on_batch:
-                        on_batch(outcome)
-                    raise failure from None
-                if rcode == dns.rcode.NOERROR:
-                    outcome = BatchOutcome(index, batch, True, None, time.monotonic() - started)
-                elif rcode in PREREQUISITE_RCODES:
-                    outcome = BatchOutcome(
-                        index, batch, False,
-                        f"{dns.rcode.to_text(rcode)}: the zone changed since it was read; nothing of this batch "
-                        "was applied (plan and apply again)",
-                        time.monotonic() - started,
-                    )
-                else:
-                    failure = self._rcode_error(rcode, "update")
-                    outcome = BatchOutcome(index, batch, False, str(failure), time.monotonic() - started, True)
-                    result.batches.append(outcome)
-                    if on_batch:
-                        on_batch(outcome)
-                    raise failure
-                result.batches.append(outcome)
-                if on_batch:
-                    on_batch(outcome)
+                    raise fail(error, entry) from None
+                in_flight[message.id] = entry
+                while len(in_flight) >= WINDOW:
+                    self._receive(connection, in_flight, report, fail)
+            while in_flight:
+                self._receive(connection, in_flight, report, fail)
         finally:
             if connection is not None:
                 connection.close()
         return result
 
+    def _receive(self, connection: socket.socket, in_flight: dict[int, _InFlight],
+                 report: Callable[[BatchOutcome], None], fail: Callable[..., DnsError]) -> None:
+        """Read one answer, match it to its message by id, report the batch's outcome."""
+        oldest = min(in_flight.values(), key=lambda entry: entry.index)
+        try:
+            data = _read_message(connection, time.time() + self.timeout)
+        except Exception as error:  # noqa: BLE001
+            raise fail(error, oldest) from None
+        entry = in_flight.pop(int.from_bytes(data[:2], "big"), None)
+        if entry is None:
+            raise fail(self._error("the server answered a message that was not sent"), oldest)
+        try:
+            response = dns.message.from_wire(
+                data, keyring={entry.message.keyname: entry.message.keyring}, request_mac=entry.message.tsig[0].mac,
+            )
+        except Exception as error:  # noqa: BLE001
+            raise fail(error, entry) from None
+        rcode = response.rcode()
+        seconds = time.monotonic() - entry.started
+        if rcode == dns.rcode.NOERROR:
+            report(BatchOutcome(entry.index, entry.batch, True, None, seconds))
+        elif rcode in PREREQUISITE_RCODES:
+            report(BatchOutcome(
+                entry.index, entry.batch, False,
+                f"{dns.rcode.to_text(rcode)}: the zone changed since it was read; nothing of this batch was applied "
+                "(plan and apply again)", seconds,
+            ))
+        else:
+            raise fail(self._rcode_error(rcode, "update"), entry)
+
     def _send(self, connection: socket.socket, builder: wire.UpdateBuilder) -> int:
+        """One message, one answer: its rcode."""
         message, data = builder.render(self.origin, self.key)
         expiration = time.time() + self.timeout
         dns.query.send_tcp(connection, data, expiration)

@@ -132,9 +132,14 @@ class UpdateBuilder:
             self._rr(self.additions, name, dns.rdatatype.TXT, IN, ttl, rdata)
         self.counts[1] += 1
 
-    def render(self, zone: dns.name.Name, key: TsigKey) -> tuple[dns.message.Message, bytes]:
-        """The signed message (for its id and MAC, to check the answer) and its wire form."""
+    def render(self, zone: dns.name.Name, key: TsigKey, avoid=()) -> tuple[dns.message.Message, bytes]:
+        """The signed message (for its id and MAC, to check the answer) and its wire form.
+
+        Its (random) id is none of ``avoid``: the ids of the messages still waiting for an answer.
+        """
         message = key.update(zone.to_text())
+        while message.id in avoid:
+            message = key.update(zone.to_text())
         renderer = dns.renderer.Renderer(message.id, dns.opcode.to_flags(dns.opcode.UPDATE), MAX_MESSAGE)
         renderer.add_question(zone, dns.rdatatype.SOA, IN)
         renderer.output.write(self.prerequisites)

@@ -306,25 +306,32 @@ def test_present_and_cleanup_txt_add_beside_and_remove_only_their_own(lab, tmp_p
 def test_a_failed_batch_is_journaled_and_the_next_apply_converges(lab, tmp_path, primary):
     t = tag()
     zone, server, _ = addresses(lab, primary)
-    instance = f"j{t}.{zone}"
-    fleet = write_fleet(tmp_path / "fleet", lab, primary, [{"domain": instance, "server": "h2"}])
+    domains = [f"j{i}x{t}.{zone}" for i in range(5)]
+    # One instance's changes per message (a group never splits), several messages in flight.
+    fleet = write_fleet(tmp_path / "fleet", lab, primary, [{"domain": d, "server": "h2"} for d in domains],
+                        dns_extra={"batch_size": 2, "unsafe_changes": 100})
     manager = manager_for(fleet)
     inside(lab, lambda: manager.apply(manager.plan()))
-    set_instances(fleet, [{"domain": instance, "server": "h1"}])
+    set_instances(fleet, [{"domain": d, "server": "h1"} for d in domains])
     manager = manager_for(fleet)
     plan = inside(lab, manager.plan)
-    assert plan.counts()["update"] == 2
-    # Someone changes the record between the plan and the apply: the batch's prerequisites fail.
-    raw_update(lab, primary, lambda u, z: (u.replace(f"{instance}.", 60, "A", "198.51.100.9")))
+    assert plan.counts()["update"] == 2 * len(domains)
+    # Someone changes one record between the plan and the apply: that batch's prerequisites fail.
+    raw_update(lab, primary, lambda u, z: (u.replace(f"{domains[2]}.", 60, "A", "198.51.100.9")))
     result = inside(lab, lambda: manager.apply(plan))
-    assert len(result.failed) == 1 and "the zone changed since it was read" in result.failed[0].error
-    assert query(lab, server, f"{instance}.", "A") == ["198.51.100.9"]  # the batch applied nothing
-    failed = state.Journal(fleet / ".cozyops").entries("dns-batch", "failed")
-    assert len(failed) == 1 and failed[0]["count"] == len(plan.changes)
-    assert {change["name"] for change in failed[0]["detail"]} >= {f"{instance}.", f"*.{instance}."}
+    assert sorted(batch.index for batch in result.batches) == list(range(len(domains)))
+    (failed,) = result.failed
+    assert "the zone changed since it was read" in failed.error
+    assert {change.group for change in failed.changes} == {domains[2].removesuffix(f".{zone}")}
+    assert query(lab, server, f"{domains[2]}.", "A") == ["198.51.100.9"]  # the batch applied nothing
+    assert query(lab, server, f"*.{domains[2]}.", "A") == ["192.0.2.11"]
+    assert query(lab, server, f"{domains[3]}.", "A") == ["192.0.2.10"]  # the other batches did
+    journaled = state.Journal(fleet / ".cozyops").entries("dns-batch", "failed")
+    assert len(journaled) == 1 and journaled[0]["count"] == len(failed.changes)
+    assert {change["name"] for change in journaled[0]["detail"]} >= {f"{domains[2]}.", f"*.{domains[2]}."}
     again = manager_for(fleet)
     inside(lab, lambda: again.apply(again.plan()))
-    assert query(lab, server, f"{instance}.", "A") == ["192.0.2.10"]
+    assert query(lab, server, f"{domains[2]}.", "A") == ["192.0.2.10"]
     assert inside(lab, manager_for(fleet).plan).changes == []
 
 
