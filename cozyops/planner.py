@@ -148,19 +148,20 @@ def plan_dns(
                 conflicts.append(Conflict(record.name, record.rtype, theirs.get(key), have.values))
         changes.extend(_mark_changes(fleet, group, kept, our_marks.pop(mark, []), mark_ttl))
 
-    everywhere: set[tuple[str, str]] | None = None  # every desired key, built only if needed
+    unwanted = []  # claimed by our marks, no longer wanted by the group that claims them
     for key, mark in ours.items():
         have = observed.get(key)
         if have is None:
             continue
         owned += 1
         group = _group_of_mark(mark)
-        if any(record[:2] == key for record in groups.get(group, ())):
-            continue
-        if everywhere is None:
-            everywhere = {record[:2] for record in desired}
-        if key not in everywhere:
-            changes.append(Change(DELETE, key[0], key[1], None, (), have.ttl, have.values, group))
+        if not any(record[:2] == key for record in groups.get(group, ())):
+            unwanted.append((key, have, group))
+    if unwanted:  # unless another group wants them now (one pass over the records, for their names only)
+        names = {key[0] for key, _, _ in unwanted}
+        elsewhere = {record[:2] for record in desired if record.name in names}
+        changes.extend(Change(DELETE, key[0], key[1], None, (), have.ttl, have.values, group)
+                       for key, have, group in unwanted if key not in elsewhere)
     for name, existing in our_marks.items():  # groups the fleet no longer has
         group = _group_of_mark(name)
         changes.extend(Change(DELETE, name, "TXT", None, (), None, (mark.text,), group, True) for mark in existing)
