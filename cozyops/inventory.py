@@ -12,7 +12,9 @@ instances[3].server: ...``); nothing is read half-way.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from cozyops import files
 from cozyops.errors import ConfigError
 from cozyops.model import (
     ACME_DIRECTORIES,
@@ -94,6 +97,39 @@ def _mapping(value: Any, label: str, key: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(label, f"{key}: must be a mapping, not {type(value).__name__}")
     return value
+
+
+def _read_yaml_cached(path: Path, label: str, cache_dir: Path) -> Any:
+    """``_read_yaml`` for a big file (instances.yml), through a cache keyed by the file's content.
+
+    PyYAML builds about 10,000 nodes a second here: 100,000 instances take 15 s to parse, their
+    JSON form 0.2 s. The parsed data is kept as ``<fleet>/.cozyops/cache/<name>-<sha256>.json``;
+    a file that changed has another digest, so the cache is never stale. Data JSON cannot hold
+    (dates) is simply not cached; a cache that cannot be written or read is ignored.
+    """
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ConfigError(label, f"cannot read: {error.strerror}") from None
+    cache = cache_dir / f"{path.stem}-{hashlib.sha256(content).hexdigest()[:32]}.json"
+    try:
+        return json.loads(cache.read_text())
+    except (OSError, ValueError):
+        pass
+    data = _read_yaml(path, label)
+    try:
+        text = json.dumps(data)
+    except (TypeError, ValueError):
+        return data
+    try:
+        for old in cache_dir.glob(f"{path.stem}-*.json"):
+            old.unlink()
+        files.write_atomic(cache, text)
+    except OSError:
+        pass
+    return data
 
 
 @dataclass
@@ -378,7 +414,7 @@ def _server(host: _Host) -> Server:
 
 def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Server]) -> tuple[Instance, ...]:
     label = "instances.yml"
-    data = _mapping(_read_yaml(root / label, label, required=False), label, "the file")
+    data = _mapping(_read_yaml_cached(root / label, label, root / ".cozyops" / "cache"), label, "the file")
     items = data.get("instances") or []
     if not isinstance(items, list):
         raise ConfigError(label, "instances: must be a list")

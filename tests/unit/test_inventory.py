@@ -1,5 +1,6 @@
 """Reading a fleet directory: the keys, Ansible's variable layering, one clear error per bad input."""
 
+import json
 import os
 from pathlib import Path
 
@@ -183,3 +184,30 @@ def test_fleet_dir_from_option_or_environment(tmp_path, monkeypatch):
     assert inventory.fleet_dir(None) == tmp_path.resolve()
     with pytest.raises(ConfigError, match="is not a directory"):
         inventory.fleet_dir(tmp_path / "missing")
+
+
+def test_instances_are_parsed_once_per_content(tmp_path):
+    root = make(tmp_path / "f")
+    first = inventory.load(root)
+    (cache,) = (root / ".cozyops/cache").glob("instances-*.json")
+    assert inventory.load(root) == first
+    # The cache is what a second load reads (proved by planting other content in it)...
+    cache.write_text('{"instances": [{"domain": "cached.example.org", "server": "h1"}]}')
+    assert [i.domain for i in inventory.load(root).instances] == ["cached.example.org"]
+    # ...but a changed file has another digest: never a stale answer, and the old entry goes.
+    (root / "instances.yml").write_text(yaml.safe_dump({"instances": [{"domain": "new.example.org", "server": "h1"}]}))
+    assert [i.domain for i in inventory.load(root).instances] == ["new.example.org"]
+    assert len(list((root / ".cozyops/cache").glob("instances-*.json"))) == 1
+    # A corrupt entry is ignored (and replaced).
+    (entry,) = (root / ".cozyops/cache").glob("instances-*.json")
+    entry.write_text("{not json")
+    assert [i.domain for i in inventory.load(root).instances] == ["new.example.org"]
+    assert json.loads(entry.read_text())["instances"][0]["domain"] == "new.example.org"
+
+
+def test_bad_yaml_is_reported_even_with_a_cache(tmp_path):
+    root = make(tmp_path / "f")
+    inventory.load(root)
+    (root / "instances.yml").write_text("instances: [\n")
+    with pytest.raises(ConfigError, match="^instances.yml: line "):
+        inventory.load(root)
