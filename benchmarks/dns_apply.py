@@ -12,7 +12,7 @@ In one run, on a lab of its own (brought up in a temporary directory and purged 
 2. cozyops: ``cozyops dns apply --yes --no-wait`` (the command line, wall clock, process start
    included) for a fleet directory of ``--instances`` nested instances on a server with IPv4 and
    IPv6, CAA for Let's Encrypt: A and AAAA at ``alice`` and ``*.alice``, two CAA values; per
-   record cost and the ratio to nsupdate's. Records counted are the DNS records the instances
+   record cost and the ratio to nsupdate's median per record. Records counted are the DNS records the instances
    need; the ownership marks cozyops writes beside them are not counted;
 3. the second apply (nothing to change: the zone is read back by AXFR and planned), and the time
    until Knot, the secondary, serves the new serial;
@@ -155,13 +155,16 @@ def plan_in_memory(count: int) -> dict[str, float]:
             "records": sum(len(r.values) for r in desired), "changes": len(plan.changes)}
 
 
-def load_fleet_files(count: int, workdir: Path, lab: Lab) -> float:
+def load_fleet_files(count: int, workdir: Path, lab: Lab) -> tuple[float, float]:
+    """Seconds to load the fleet directory: parsing instances.yml, then from its cache."""
     root = write_fleet(workdir / "fleet-load", lab, count)
-    started = time.perf_counter()
-    fleet = inventory.load(root)
-    seconds = time.perf_counter() - started
-    assert len(fleet.instances) == count
-    return seconds
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        fleet = inventory.load(root)
+        times.append(time.perf_counter() - started)
+        assert len(fleet.instances) == count
+    return times[0], times[1]
 
 
 def main() -> int:
@@ -195,12 +198,13 @@ def main() -> int:
         seconds, report = cozyops_apply(lab, fleet, env)
         assert report["summary"]["create"] > 0 and not report["failed"], report
         cost = seconds / wanted
-        ratio = mean / cost
+        ratio = median / cost  # the median: steadier than the mean when a neighbour takes the CPU
         print(f"cozyops dns apply, {args.instances} nested instances, {wanted} records "
               f"({report['batches']} UPDATE messages): {seconds:.2f} s end to end (process start, fleet "
               f"loading, AXFR, plan, apply; the apply alone {report['seconds']['apply']:.2f} s)", flush=True)
         print(f"  {wanted / seconds:.0f} records/s, {cost * 1e6:.1f} us per record", flush=True)
-        print(f"  ratio to nsupdate per record: {ratio:.0f}x (target >= {TARGET_RATIO}x)", flush=True)
+        print(f"  ratio to nsupdate's median per record: {ratio:.0f}x (to its mean: {mean / cost:.0f}x; target >= "
+              f"{TARGET_RATIO}x)", flush=True)
         catch_up = knot_catch_up(lab)
         print(f"  Knot (secondary) serves the new serial {catch_up:.2f} s after the apply returned", flush=True)
         again, second = cozyops_apply(lab, fleet, env)
@@ -214,7 +218,8 @@ def main() -> int:
               f"moved): {planned['total']:.2f} s, median of 3 runs (min {runs[0]['total']:.2f} s, max "
               f"{runs[2]['total']:.2f} s; desired records {planned['desired']:.2f} s, diff and checksum "
               f"{planned['plan']:.2f} s; target < {TARGET_PLAN_SECONDS:g} s)", flush=True)
-        print(f"  loading the same fleet from its YAML files: {load:.2f} s", flush=True)
+        print(f"  loading the same fleet from its files: {load[0]:.2f} s parsing instances.yml, {load[1]:.2f} s "
+              "from its cache (the next runs)", flush=True)
         ok = ratio >= TARGET_RATIO and planned["total"] < TARGET_PLAN_SECONDS
         print(f"targets: {'met' if ok else 'NOT met'} (ratio {ratio:.0f}x >= {TARGET_RATIO}x: "
               f"{ratio >= TARGET_RATIO}; plan {planned['total']:.2f} s < {TARGET_PLAN_SECONDS:g} s: "
