@@ -49,3 +49,7 @@ class LabError(CozyopsError):
 
 class ConfigError(CozyopsError):
     """Bad input: a file, option or value that cozyops cannot use."""
+
+
+class DnsError(CozyopsError):
+    """A DNS server refused, failed or did not answer (names the server, zone and key; never the secret)."""

@@ -12,6 +12,7 @@ import sys
 import typer
 
 from cozyops import __version__, paths
+from cozyops.cli import dns as dns_commands
 from cozyops.cli import lab as lab_commands
 from cozyops.cli.render import err_console, settings
 from cozyops.errors import CozyopsError
@@ -43,6 +44,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(lab_commands.app, name="lab")
+app.add_typer(dns_commands.app, name="dns")
 
 log = logging.getLogger("cozyops")
 

@@ -106,3 +106,27 @@ def load(path: Path) -> TsigKey:
 def write(path: Path, key: TsigKey) -> None:
     """Write the key file with mode 0600 from the start (never readable by others)."""
     files.write_private(path, key.to_bind())
+
+
+def parse_any(text: str, source: str = "TSIG key") -> TsigKey:
+    """A ``tsig-keygen`` text, or the one-line ``[ALGORITHM:]NAME:SECRET`` form (for environment variables)."""
+    text = text.strip()
+    if "{" in text:
+        return parse(text, source)
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError(source, "not a TSIG key (expected a tsig-keygen text or [ALGORITHM:]NAME:SECRET)")
+    algorithm, name, secret = parts if len(parts) == 3 else (DEFAULT_ALGORITHM, *parts)
+    quoted = f'key "{name}" {{ algorithm {algorithm.lower()}; secret "{secret}"; }};'
+    return parse(quoted, source)
+
+
+def load_reference(reference: Path) -> TsigKey:
+    """A key from a file, or from an environment variable when given as ``env:NAME``."""
+    import os
+
+    text = str(reference)
+    if text.startswith("env:"):
+        variable = text[4:]
+        return parse_any(os.environ.get(variable, ""), f"environment variable {variable}")
+    return load(reference)

@@ -85,7 +85,7 @@ def test_debug_shows_the_traceback(capsys, monkeypatch):
 
 def test_json_output_is_only_json(capsys, tmp_path):
     # A lab that was never brought up: the status is still a report, in JSON on stdout.
-    code, out, _ = run(capsys, "lab", "status", "--dir", str(tmp_path / "never"), "--json")
+    code, out, _ = run(capsys, "lab", "status", "--id", "never-up", "--dir", str(tmp_path / "never"), "--json")
     report = json.loads(out)
     assert code == 1
     assert report["up"] is False and report["ok"] is False

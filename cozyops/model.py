@@ -1,0 +1,115 @@
+"""The fleet as cozyops sees it: frozen dataclasses, no I/O.
+
+``inventory.py`` builds these from a fleet directory; everything downstream (desired DNS records,
+plans) is a pure function of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The apps cozy-stack installs on a new instance unless told otherwise (what cozy-coclyco and the
+# self-hosting guide install), used when an instance lists none.
+DEFAULT_APPS = ("home", "drive", "photos", "settings", "store")
+
+DEFAULT_TTL = 300
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_PROPAGATION_TIMEOUT = 120.0
+# The safety rule: a plan whose deletions plus updates exceed BOTH numbers is refused without --force.
+DEFAULT_UNSAFE_CHANGES = 10
+DEFAULT_UNSAFE_PERCENT = 30.0
+
+# Well-known ACME directories and the CAA identity of their CA.
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+CAA_IDENTITIES = {
+    "letsencrypt": ("letsencrypt.org",),
+    "letsencrypt-staging": ("letsencrypt.org",),
+}
+
+
+class SubdomainMode(enum.StrEnum):
+    NESTED = "nested"  # drive.alice.example.org
+    FLAT = "flat"  # alice-drive.example.org
+
+
+class DnsProviderKind(enum.StrEnum):
+    RFC2136 = "rfc2136"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    ipv4: str | None
+    ipv6: str | None = None
+
+
+@dataclass(frozen=True)
+class Instance:
+    domain: str
+    server: str
+    apps: tuple[str, ...] = DEFAULT_APPS
+    email: str | None = None
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class Rfc2136Server:
+    """Where RFC 2136 updates (and zone transfers) go, and the TSIG key that signs them."""
+
+    server: str
+    port: int = 53
+    tsig_key_file: Path | None = None
+    algorithm: str | None = None  # overrides the key file's
+    timeout: float = DEFAULT_TIMEOUT
+
+
+@dataclass(frozen=True)
+class ChallengeDelegation:
+    """``_acme-challenge.<name>`` is a CNAME into ``zone``, which cozyops updates instead."""
+
+    zone: str
+    target: Rfc2136Server
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    provider: DnsProviderKind
+    update: Rfc2136Server | None = None  # None only for the manual provider
+    ttl: int = DEFAULT_TTL
+    batch_size: int = DEFAULT_BATCH_SIZE
+    nameservers: tuple[str, ...] = ()  # authoritative servers to check; default: the zone's NS
+    propagation_timeout: float = DEFAULT_PROPAGATION_TIMEOUT
+    unsafe_changes: int = DEFAULT_UNSAFE_CHANGES
+    unsafe_percent: float = DEFAULT_UNSAFE_PERCENT
+    acme_challenge: ChallengeDelegation | None = None
+
+
+@dataclass(frozen=True)
+class AcmeSettings:
+    directory: str
+    email: str | None = None
+    ca_bundle: Path | None = None
+    caa: tuple[str, ...] = ()  # CAA issuer domains; empty: no CAA records
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str
+    root: Path
+    zone: str
+    subdomains: SubdomainMode
+    dns: DnsSettings
+    acme: AcmeSettings | None
+    servers: dict[str, Server] = field(default_factory=dict)
+    instances: tuple[Instance, ...] = ()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".cozyops"

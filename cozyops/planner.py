@@ -1,0 +1,187 @@
+"""Desired x observed -> Plan. Pure functions, table-tested.
+
+The ownership rule: the fleet creates records where there are none, and updates or deletes only
+the records its own marks claim. A record it wants that exists unclaimed, or claimed by another
+fleet, is a conflict: reported, never written (``adopt`` takes over unclaimed ones, never another
+fleet's).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from cozyops.bulk import paused_gc
+from cozyops.dns import records
+from cozyops.dns.records import RRset
+from cozyops.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan
+
+
+def _group_of_mark(name: str) -> str:
+    return "@" if name == records.MARK_LABEL else name[len(records.MARK_LABEL) + 1:]
+
+
+def mark_text(owner: str, keys) -> str:
+    """The TXT value of the mark claiming ``keys`` ((name, type) pairs) for ``owner``."""
+    claims: dict[str, list[str]] = {}
+    for name, rtype in keys:
+        claims.setdefault(name, []).append(rtype)
+    return records.txt_text(records.mark_strings(owner, claims))
+
+
+@paused_gc
+def plan_dns(
+    fleet: str,
+    zone: str,
+    provider: str,
+    desired: list[RRset],
+    observed: dict[tuple[str, str], RRset],
+    *,
+    serial: int | None = None,
+    adopt: bool = False,
+    marks: bool = True,
+    mark_ttl: int = 300,
+    marks_index: dict[str, tuple[str, ...]] | None = None,
+) -> Plan:
+    """The changes that make ``observed`` hold ``desired``, within what ``fleet`` owns.
+
+    ``marks=False`` (the manual provider) plans records only, with no ownership marks.
+    ``marks_index`` is ``records.mark_index(observed)`` when the reader already built it.
+
+    The common case is cheap: a group whose mark in the zone is exactly the one the plan would
+    write is owned whole, and only its records' values are compared. Other marks (other fleets',
+    groups that changed or went away) are parsed, and their groups planned record by record.
+    """
+    if not marks:
+        changes = [Change(CREATE, r.name, r.rtype, r.ttl, r.values, None, (), r.group) for r in desired]
+        return Plan(fleet, zone, provider, changes, [], 0, serial)
+
+    prepared = isinstance(desired, records.Desired)
+    if prepared:
+        groups, claims = desired.groups, desired.claims
+    else:
+        groups = {}
+        for record in desired:
+            groups.setdefault(record.group, []).append(record)
+        claims = {group: records.claim_strings(r[:2] for r in group_records) for group, group_records in groups.items()}
+    mark_values = marks_index if marks_index is not None else records.mark_index(observed)
+    owner = records.OWNER_PREFIX + fleet
+    wanted_text: dict[str, str] = {}
+    matched: set[tuple[str, str]] = set()  # (mark name, value): exactly what the plan writes
+    for group in groups:
+        text = wanted_text[group] = records.txt_text((owner, *claims[group]))
+        name = records.mark_name(group)
+        if text in mark_values.get(name, ()):
+            matched.add((name, text))
+
+    ours: dict[tuple[str, str], str] = {}  # claimed by a mark of ours that is not matched -> its name
+    our_marks: dict[str, list[records.Mark]] = defaultdict(list)
+    theirs: dict[tuple[str, str], str] = {}
+    for name, values in mark_values.items():
+        for text in values:
+            if (name, text) in matched:
+                continue
+            mark = records.parse_mark(name, text)
+            if mark is None:
+                continue
+            if mark.owner == fleet:
+                our_marks[name].append(mark)
+                for claim in mark.claims:
+                    ours[claim] = name
+            else:
+                for claim in mark.claims:
+                    theirs.setdefault(claim, mark.owner)
+
+    changes: list[Change] = []
+    conflicts: list[Conflict] = []
+    owned = 0
+    names: dict[str, list[tuple[str, str]]] = {}
+
+    def blocker(record: RRset) -> tuple[str, str] | None:
+        """What keeps a record from being created: another owner's CNAME, or data beside a CNAME."""
+        if record.rtype != "CNAME":
+            key = (record.name, "CNAME")
+            return key if key in observed and key not in ours else None
+        if not names:
+            for other in observed:
+                names.setdefault(other[0], []).append(other)
+        return next((other for other in names.get(record.name, ()) if other not in ours), None)
+
+    def create(record: RRset) -> bool:
+        if (key := blocker(record)) is not None:
+            conflicts.append(Conflict(record.name, record.rtype, theirs.get(key), observed[key].values))
+            return False
+        changes.append(Change(CREATE, record.name, record.rtype, record.ttl, record.values, None, (), record.group))
+        return True
+
+    get = observed.get
+    for group, group_records in groups.items():
+        mark = records.mark_name(group)
+        if (mark, wanted_text[group]) in matched:  # owned whole: compare values only
+            for record in group_records:
+                key = record[:2]
+                have = get(key)
+                if have is None:
+                    create(record)
+                    continue
+                if not ours or key not in ours:
+                    owned += 1
+                if have[2:4] != record[2:4]:
+                    changes.append(Change(UPDATE, record.name, record.rtype, record.ttl, record.values, have.ttl,
+                                          have.values, group))
+            if mark in our_marks:  # duplicates of ours at that name
+                changes.extend(Change(DELETE, mark, "TXT", None, (), None, (extra.text,), group, True)
+                               for extra in our_marks.pop(mark))
+            continue
+        kept: list[tuple[str, str]] = []
+        for record in group_records:
+            key = record[:2]
+            have = observed.get(key)
+            if have is None:
+                if create(record):
+                    kept.append(key)
+            elif key in ours or (adopt and key not in theirs):
+                kept.append(key)
+                if have.ttl != record.ttl or have.values != record.values:
+                    changes.append(Change(UPDATE, record.name, record.rtype, record.ttl, record.values, have.ttl,
+                                          have.values, group))
+            else:
+                conflicts.append(Conflict(record.name, record.rtype, theirs.get(key), have.values))
+        changes.extend(_mark_changes(fleet, group, kept, our_marks.pop(mark, []), mark_ttl))
+
+    unwanted = []  # claimed by our marks, no longer wanted by the group that claims them
+    for key, mark in ours.items():
+        have = observed.get(key)
+        if have is None:
+            continue
+        owned += 1
+        group = _group_of_mark(mark)
+        if not any(record[:2] == key for record in groups.get(group, ())):
+            unwanted.append((key, have, group))
+    if unwanted:  # unless another group wants them now (one pass over the records, for their names only)
+        names = {key[0] for key, _, _ in unwanted}
+        elsewhere = {record[:2] for record in desired if record.name in names}
+        changes.extend(Change(DELETE, key[0], key[1], None, (), have.ttl, have.values, group)
+                       for key, have, group in unwanted if key not in elsewhere)
+    for name, existing in our_marks.items():  # groups the fleet no longer has
+        group = _group_of_mark(name)
+        changes.extend(Change(DELETE, name, "TXT", None, (), None, (mark.text,), group, True) for mark in existing)
+    return Plan(fleet, zone, provider, changes, conflicts, owned, serial)
+
+
+def _mark_changes(fleet: str, group: str, kept: list[tuple[str, str]], existing: list[records.Mark],
+                  ttl: int) -> list[Change]:
+    """The mark of a group planned record by record: claim exactly ``kept``, drop duplicates."""
+    name = records.mark_name(group)
+    changes = []
+    wanted = frozenset(kept)
+    keep = next((mark for mark in existing if mark.claims == wanted), None) if kept else None
+    if kept and keep is None:
+        text = mark_text(fleet, kept)
+        if existing:
+            keep = existing[0]
+            changes.append(Change(UPDATE, name, "TXT", ttl, (text,), None, (keep.text,), group, True))
+        else:
+            changes.append(Change(CREATE, name, "TXT", ttl, (text,), None, (), group, True))
+    changes.extend(Change(DELETE, name, "TXT", None, (), None, (mark.text,), group, True)
+                   for mark in existing if mark is not keep)
+    return changes
