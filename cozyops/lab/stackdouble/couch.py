@@ -106,6 +106,21 @@ class Couch:
     def all_dbs(self) -> list[str]:
         return self.ok("GET", "/_all_dbs")[1]
 
+    def instance_dbs(self, prefix: str) -> list[tuple[str, str]]:
+        """(name as listed, doctype) of an instance's databases.
+
+        CouchDB lists ``<prefix>/<doctype>``; pouchdb-server 4.2.0 stores and lists the same
+        name without its slash (it passes names through sanitize-filename), while still
+        answering to the real, URL-encoded name. A prefix is ``cozy`` + 32 hex digits, so
+        either form is unambiguous.
+        """
+        found = []
+        for name in self.all_dbs():
+            if name.startswith(prefix):
+                rest = name[len(prefix):]
+                found.append((name, rest.lstrip("/").replace("-", ".")))
+        return found
+
     # --- documents
     def get(self, name: str, doc_id: str) -> dict | None:
         status, data = self.request("GET", self.doc(name, doc_id))
