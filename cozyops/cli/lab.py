@@ -73,20 +73,23 @@ def setup(json: bool = JsonOption) -> None:
             err_console.print(f"built the hosts' root filesystem in {built.seconds:.1f} s: {built.path}")
         else:
             err_console.print(f"the hosts' root filesystem is built: {built.path}")
+    pouch_new = not lab_pouchdb.installed(lab_pouchdb.path())
+    pouch_started = time.monotonic()
     with err_console.status(f"pouchdb-server {lab_pouchdb.VERSION}: npm ci (log: {log})"):
         pouch = lab_pouchdb.install(log)
+    pouch_seconds = time.monotonic() - pouch_started
     if json:
         emit_json({
             "installed": result.installed,
             "already": result.already,
             "seconds": round(seconds, 1),
             "rootfs": {"path": str(built.path), "built": built.built, "seconds": round(built.seconds, 1)},
-            "pouchdb_server": {"path": str(pouch.path), "built": pouch.installed, "seconds": round(pouch.seconds, 1)},
+            "pouchdb_server": {"path": str(pouch), "built": pouch_new, "seconds": round(pouch_seconds, 1)},
         })
-    elif pouch.installed:
-        err_console.print(f"installed pouchdb-server {lab_pouchdb.VERSION} in {pouch.seconds:.1f} s: {pouch.path}")
+    elif pouch_new:
+        err_console.print(f"installed pouchdb-server {lab_pouchdb.VERSION} in {pouch_seconds:.1f} s: {pouch}")
     else:
-        err_console.print(f"pouchdb-server {lab_pouchdb.VERSION} is installed: {pouch.path}")
+        err_console.print(f"pouchdb-server {lab_pouchdb.VERSION} is installed: {pouch}")
 
 
 @app.command()

@@ -43,6 +43,13 @@ def _quiet(_: str) -> None:
     pass
 
 
+def stack_module():
+    """cozyops.lab.stack, imported when a lab has the stack (it needs the templates)."""
+    from cozyops.lab import stack
+
+    return stack
+
+
 def default_dir(lab_id: str) -> Path:
     return paths.labs_dir() / lab_id
 
@@ -305,27 +312,34 @@ class Lab:
         if booted:
             report("waiting for sshd on " + ", ".join(host.name for host in booted))
             hosts.wait_ssh(self.spec, booted, inits, READY_TIMEOUT)
+            if state.stack:
+                report("waiting for cozy-stack on " + ", ".join(host.name for host in booted))
+                self._on_hosts(booted, lambda ssh: stack_module().StackInstaller(ssh, Path(), "").wait_ready())
 
     def _stack_up(self, state: LabState, wanted: list[HostSpec], report: Report) -> None:
         """The cozy-stack double and pouchdb-server on every host, in parallel (idempotent)."""
-        from cozyops.lab import pouchdb, stack
+        from cozyops.lab import pouchdb
 
         modules = pouchdb.find()
         subdomains = fleet.subdomain_mode(self.fleet_dir)
+        report("installing the cozy-stack double on " + ", ".join(host.name for host in wanted))
+        self._on_hosts(wanted, lambda ssh: stack_module().StackInstaller(ssh, modules, subdomains, report).install())
+        state.stack = True
+        self._save(state)
 
-        def install(host: HostSpec) -> None:
+    def _on_hosts(self, targets: list[HostSpec], work: Callable[[SshTransport], None]) -> None:
+        """``work`` on each host over SSH, in parallel, from inside the lab's namespace."""
+
+        def one(host: HostSpec) -> None:
             def inside() -> None:
                 with SshTransport(self.ssh_target(host.name)) as ssh:
-                    stack.StackInstaller(ssh, modules, subdomains, report).install()
+                    work(ssh)
 
             netns.inside(self.spec.netns, inside)
 
-        report("installing the cozy-stack double on " + ", ".join(host.name for host in wanted))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(wanted)) as pool:
-            for future in [pool.submit(install, host) for host in wanted]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            for future in [pool.submit(one, host) for host in targets]:
                 future.result()
-        state.stack = True
-        self._save(state)
 
     def stack_transport(self, name: str) -> SshTransport:
         """An SSH transport to a host (call inside the lab's namespace)."""

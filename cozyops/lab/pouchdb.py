@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cozyops import paths
@@ -79,20 +78,15 @@ def npm() -> str:
     return found
 
 
-@dataclass
-class InstallResult:
-    path: Path
-    installed: bool
-    seconds: float
+def install(log: Path) -> Path:
+    """``npm ci`` the lockfile into the cache unless already there; the installation's directory.
 
-
-def install(log: Path) -> InstallResult:
-    """``npm ci`` the lockfile into the cache unless already there. Idempotent and atomic."""
+    Idempotent (an installation that exists is returned as is) and atomic.
+    """
     final = path()
     if installed(final):
-        return InstallResult(final, False, 0.0)
+        return final
     program = npm()
-    started = time.monotonic()
     final.parent.mkdir(parents=True, exist_ok=True)
     work = final.parent / f".build-{final.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
@@ -121,7 +115,7 @@ def install(log: Path) -> InstallResult:
         work.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return InstallResult(final, True, time.monotonic() - started)
+    return final
 
 
 def argv(node: str, port: int, host: str, data_dir: Path, install_dir: Path | None = None) -> list[str]:

@@ -37,8 +37,10 @@ DATABASE_SERVICE = "pouchdb-server"
 PASSPHRASE_CLEAR = "/etc/cozy/.cozy-admin-passphrase"
 PASSPHRASE_HASH = "/etc/cozy/cozy-admin-passphrase"
 ADMIN_PORT, PUBLIC_PORT = 6060, 8080
-# nodejs for pouchdb-server, python3-yaml for the double, curl as cozy-stack's package depends on it.
-HOST_PACKAGES = ("nodejs", "python3-yaml", "curl")
+# nodejs for pouchdb-server, python3-yaml for the double, curl as cozy-stack's package depends on
+# it, insserv so that update-rc.d orders the boot by the init scripts' dependencies (the database
+# before cozy-stack), as on a Debian server with sysvinit.
+HOST_PACKAGES = ("nodejs", "python3-yaml", "curl", "insserv")
 WRAPPER = f"""#!/bin/sh
 # cozy-stack on a cozyops lab host: the test double of cozy-stack (see {DOUBLE_DIR}/stackdouble).
 PYTHONPATH={DOUBLE_DIR} exec python3 -m stackdouble "$@"
@@ -174,7 +176,7 @@ class StackInstaller:
 
     def _services(self, restart_stack: bool) -> None:
         values = {"database_service": DATABASE_SERVICE, "pouchdb_dir": POUCHDB_DIR,
-                  "what": "the cozy-stack double of cozyops's lab", "couchdb_probe": "http://127.0.0.1:5984/"}
+                  "what": "the cozy-stack double of cozyops's lab"}
         scripts = ((DATABASE_SERVICE, "init.d-pouchdb-server.j2"), ("cozy-stack", "init.d-cozy-stack.j2"))
         for service, template in scripts:
             script = render(template, **values).encode()
@@ -188,6 +190,10 @@ class StackInstaller:
                         f"service {service} status >/dev/null || service {service} start >/dev/null\n"))
             if service == DATABASE_SERVICE:
                 self._wait(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/5984"], "pouchdb-server on 127.0.0.1:5984")
+        self._wait(["cozy-stack", "status"], "cozy-stack status")
+
+    def wait_ready(self) -> None:
+        """After a boot: the host's init starts both services; wait until cozy-stack answers."""
         self._wait(["cozy-stack", "status"], "cozy-stack status")
 
     def _wait(self, command: list[str], what: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 from cozyops import __version__, cli, paths
 from cozyops.errors import ConfigError, UnsafePlanError
 from cozyops.lab.lab import Lab
+from tests.conftest import new_lab_id
 
 
 def run(capsys, *argv):
@@ -84,8 +85,10 @@ def test_debug_shows_the_traceback(capsys, monkeypatch):
 
 
 def test_json_output_is_only_json(capsys, tmp_path):
-    # A lab that was never brought up: the status is still a report, in JSON on stdout.
-    code, out, _ = run(capsys, "lab", "status", "--id", "never-up", "--dir", str(tmp_path / "never"), "--json")
+    # A lab that was never brought up: the status is still a report, in JSON on stdout. Its own id,
+    # so that a user's lab up on the machine (the default id) does not answer instead.
+    code, out, _ = run(capsys, "lab", "status", "--id", new_lab_id("never"), "--dir", str(tmp_path / "never"),
+                       "--json")
     report = json.loads(out)
     assert code == 1
     assert report["up"] is False and report["ok"] is False

@@ -22,6 +22,14 @@ def db_name(prefix: str, doctype: str) -> str:
     return prefix + "/" + doctype.replace(".", "-")
 
 
+# pouchdb-server words a few reasons differently from Apache CouchDB: cozy-stack passes CouchDB's on.
+COUCHDB_REASONS = {"Document update conflict": "Document update conflict."}
+
+
+def couchdb_reason(reason: str) -> str:
+    return COUCHDB_REASONS.get(reason, reason)
+
+
 class CouchError(Exception):
     def __init__(self, status: int, error: str, reason: str) -> None:
         super().__init__(f"{status} {error}: {reason}")
@@ -78,7 +86,7 @@ class Couch:
         status, data = self.request(method, path, body, query)
         if status >= 400 and status not in allow:
             data = data if isinstance(data, dict) else {}
-            raise CouchError(status, str(data.get("error", "error")), str(data.get("reason", "")))
+            raise CouchError(status, str(data.get("error", "error")), couchdb_reason(str(data.get("reason", ""))))
         return status, data
 
     @staticmethod
@@ -105,6 +113,21 @@ class Couch:
 
     def all_dbs(self) -> list[str]:
         return self.ok("GET", "/_all_dbs")[1]
+
+    def instance_dbs(self, prefix: str) -> list[tuple[str, str]]:
+        """(name as listed, doctype) of an instance's databases.
+
+        CouchDB lists ``<prefix>/<doctype>``; pouchdb-server 4.2.0 stores and lists the same
+        name without its slash (it passes names through sanitize-filename), while still
+        answering to the real, URL-encoded name. A prefix is ``cozy`` + 32 hex digits, so
+        either form is unambiguous.
+        """
+        found = []
+        for name in self.all_dbs():
+            if name.startswith(prefix):
+                rest = name[len(prefix):]
+                found.append((name, rest.lstrip("/").replace("-", ".")))
+        return found
 
     # --- documents
     def get(self, name: str, doc_id: str) -> dict | None:

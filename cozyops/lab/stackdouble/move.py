@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from .couch import db_name
 from .httpd import Response, log
@@ -47,10 +47,6 @@ PART_SIZE = 1_000_000_000
 def mac(inst: dict, export_id: str) -> str:
     key = unb64(inst.get("session_secret"))
     return base64.urlsafe_b64encode(hmac.new(key, export_id.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
-
-
-def _doctype_of(db: str, prefix: str) -> str:
-    return unquote(db[len(prefix) + 1:]).replace("-", ".")
 
 
 def export_links(stack, inst: dict, export_id: str) -> dict:
@@ -125,10 +121,7 @@ def part_zip(stack, inst: dict) -> bytes:
     prefix = inst["prefix"]
     vfs = stack.vfs(inst)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for db in sorted(stack.couch.all_dbs()):
-            if not db.startswith(prefix + "/"):
-                continue
-            doctype = _doctype_of(db, prefix)
+        for db, doctype in sorted(stack.couch.instance_dbs(prefix)):
             if doctype in (EXPORTS, JOBS):
                 continue
             for doc in stack.couch.all_docs(db):
@@ -227,9 +220,8 @@ def _run_import(stack, inst: dict, job: dict, manifest_url: str) -> None:
 
 def _reset(stack, inst: dict) -> None:
     """``lifecycle.Reset``: every database and file of the target go; empty databases, root and trash come back."""
-    prefix = inst["prefix"] + "/"
-    for name in stack.couch.all_dbs():
-        if name.startswith(prefix) and _doctype_of(name, inst["prefix"]) != JOBS:
+    for name, doctype in stack.couch.instance_dbs(inst["prefix"]):
+        if doctype != JOBS:
             stack.couch.delete_db(name)
     vfs = stack.vfs(inst)
     vfs.destroy_all()

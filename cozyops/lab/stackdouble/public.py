@@ -16,7 +16,7 @@ from urllib.parse import quote
 from . import apps as apps_mod
 from . import move, tokens
 from .admin import JSONAPI, jsonapi_error, version_body
-from .couch import Couch, CouchError, db_name
+from .couch import Couch, CouchError, couchdb_reason, db_name
 from .httpd import App, HTTPError, Request, Response, Router, json_response, text_response
 from .instances import StackError, from_couch
 from .stack import Stack
@@ -526,7 +526,7 @@ class PublicApp(App):
         status, data = self.stack.couch.request(method, path, body, query)
         if status >= 400 and status not in allow:
             data = data if isinstance(data, dict) else {}
-            raise data_couch_error(status, str(data.get("error", "error")), str(data.get("reason", "")))
+            raise data_couch_error(status, str(data.get("error", "error")), couchdb_reason(str(data.get("reason", ""))))
         return status, data
 
     def data_create(self, request: Request, inst: dict, doctype: str) -> Response:
@@ -551,8 +551,14 @@ class PublicApp(App):
         if status == 404:
             if not self.stack.couch.db_exists(db):
                 raise data_couch_error(404, "not_found", "wrong_doctype")
-            raise data_couch_error(404, "not_found", str((doc or {}).get("reason", "missing")))
+            raise data_couch_error(404, "not_found", self._missing_reason(db, id))
         return json_response(200, {**doc, "_type": doctype})
+
+    def _missing_reason(self, db: str, doc_id: str) -> str:
+        """CouchDB's ``deleted`` or ``missing`` (pouchdb-server says ``missing`` for both)."""
+        status, data = self.stack.couch.request("POST", Couch.db(db) + "/_all_docs", {"keys": [doc_id]})
+        rows = (data or {}).get("rows", []) if status == 200 else []
+        return "deleted" if rows and (rows[0].get("value") or {}).get("deleted") else "missing"
 
     def data_put(self, request: Request, inst: dict, doctype: str, id: str) -> Response:
         db = self._data_access(request, inst, doctype, "PUT", id)
@@ -567,7 +573,7 @@ class PublicApp(App):
         if has_id:
             status, current = self._couch("GET", Couch.doc(db, id), allow=(404,))
             if status == 404:
-                raise data_couch_error(404, "not_found", str((current or {}).get("reason", "missing")))
+                raise data_couch_error(404, "not_found", self._missing_reason(db, id))
         else:
             self.stack.couch.create_db(db)
             doc["_id"] = id
@@ -585,6 +591,10 @@ class PublicApp(App):
             raise data_typed_error(400, "Bad Request", "delete without revision")
         if rev and match and rev != match:
             raise data_typed_error(400, "Bad Request", "If-Match Header and rev query parameters mismatch")
+        status, current = self._couch("GET", Couch.doc(db, id), allow=(404,))
+        if status == 200 and current.get("_rev") != (rev or match):
+            # CouchDB answers a stale revision with a conflict (pouchdb-server says "missing").
+            raise data_couch_error(409, "conflict", "Document update conflict.")
         _, answer = self._couch("DELETE", Couch.doc(db, id), query={"rev": rev or match})
         return json_response(200, {"ok": True, "id": id, "rev": answer["rev"], "type": doctype, "deleted": True})
 

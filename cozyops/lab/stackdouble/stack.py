@@ -98,10 +98,8 @@ class Stack:
         self._remove(doc)
 
     def _remove(self, doc: dict) -> None:
-        prefix = doc["prefix"] + "/"
-        for name in self.couch.all_dbs():
-            if name.startswith(prefix):
-                self.couch.delete_db(name)
+        for name, _ in self.couch.instance_dbs(doc["prefix"]):
+            self.couch.delete_db(name)
         self.vfs(doc).destroy_all()
         current = self.couch.get(GLOBAL_INSTANCES, doc["_id"])
         if current is not None:
