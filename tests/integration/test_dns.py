@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -462,3 +463,46 @@ def test_rfc2136_provider_reads_what_it_wrote(lab, tmp_path):
     for record in records.desired(manager.fleet):
         assert data.rrsets[(record.name, record.rtype)].values == record.values
     assert data.nameservers() == [f"ns1.{zone}.", f"ns2.{zone}."]
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+def test_zone_reads_match_dnspythons(lab, tmp_path, primary):
+    """The wire-level AXFR reader sees exactly what dnspython's own transfer and parser see."""
+    zone, server, _ = addresses(lab, primary)
+    t = tag()
+
+    def records_of_every_kind(update, z):
+        update.add(f"Mixed{t}.{z}.", 60, "A", "192.0.2.1")
+        update.add(f"mixed{t}.{z}.", 60, "AAAA", "2001:db8:0:0:1:0:0:1")
+        update.add(f"mixed{t}.{z}.", 60, "TXT", '"plain" "two words"')
+        update.add(f"mixed{t}.{z}.", 60, "TXT", '"quote \\" and backslash \\\\" "\\200\\001"')
+        update.add(f"mixed{t}.{z}.", 60, "CAA", '128 issue "ca.example.net; account=1"')
+        update.add(f"mx{t}.{z}.", 60, "MX", f"10 mixed{t}.{z}.")
+        update.add(f"alias{t}.{z}.", 60, "CNAME", f"mixed{t}.{z}.")
+        update.add(f"_sip._tcp.s{t}.{z}.", 60, "SRV", f"0 5 5060 mixed{t}.{z}.")
+        update.add(f"*.w{t}.{z}.", 60, "A", "192.0.2.2")
+        update.add(f"odd\\.label{t}.{z}.", 60, "TXT", "\"escaped dot in the owner\"")  # not an A: check-names
+
+    assert raw_update(lab, primary, records_of_every_kind) == dns.rcode.NOERROR
+    provider = manager_for(write_fleet(tmp_path / "fleet", lab, primary, [])).provider()
+    key = lab.key()
+
+    def both():
+        ours = provider.read()
+        theirs = {}
+        origin = dns.name.from_text(zone)
+        for message in dns.query.xfr(server, zone, keyring=key.keyring(), keyname=key.name,
+                                     keyalgorithm=key.algorithm_name, relativize=False):
+            for rrset in message.answer:
+                name = rrset.name.relativize(origin).to_text().lower()
+                rtype = dns.rdatatype.to_text(rrset.rdtype)
+                values = set(theirs.get((name, rtype), ((), ()))[1]) | {rdata.to_text() for rdata in rrset}
+                theirs[(name, rtype)] = (rrset.ttl, tuple(sorted(values)))
+        return ours, theirs
+
+    ours, theirs = inside(lab, both)
+    assert {key: (rrset.ttl, rrset.values) for key, rrset in ours.rrsets.items()} == theirs
+    assert ours.rrsets[(f"mixed{t}", "A")].values == ("192.0.2.1",)
+    assert ours.rrsets[(f"odd\\.label{t}", "TXT")].values == ('"escaped dot in the owner"',)
+    assert len(ours.rrsets[(f"mixed{t}", "TXT")].values) == 2
+    assert ours.serial == int(theirs[("@", "SOA")][1][0].split()[2])
