@@ -506,3 +506,24 @@ def test_zone_reads_match_dnspythons(lab, tmp_path, primary):
     assert ours.rrsets[(f"odd\\.label{t}", "TXT")].values == ('"escaped dot in the owner"',)
     assert len(ours.rrsets[(f"mixed{t}", "TXT")].values) == 2
     assert ours.serial == int(theirs[("@", "SOA")][1][0].split()[2])
+
+
+def test_rfc2136_mode_with_a_delegated_challenge_zone(lab, tmp_path):
+    """The fleet's zone on BIND holds the _acme-challenge CNAMEs; challenges go to Knot's zone."""
+    t = tag()
+    zone, knot = lab.spec.zone, lab.spec.knot_address
+    delegated = {"zone": lab.spec.zone2, "server": knot, "tsig_key_file": "secrets/tsig.key"}
+    fleet = write_fleet(tmp_path / "fleet", lab, "bind", [{"domain": f"r{t}.{zone}", "server": "h2"}],
+                        dns_extra={"acme_challenge": delegated})
+    applied = cli(lab, fleet, "apply", "--yes")
+    assert applied.returncode == 0, applied.stderr
+    target = f"r{t}.{zone}.{lab.spec.zone2}."
+    assert query(lab, knot, f"_acme-challenge.r{t}.{zone}.", "CNAME") == [target]  # served by the secondary too
+    checked = cli(lab, fleet, "check", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["ok"] and json.loads(checked.stdout)["records"] == 4
+    writer = inside(lab, manager_for(fleet).challenges)  # reads the zone's NS: inside the lab
+    assert inside(lab, lambda: writer.present(f"*.r{t}.{zone}", "token")) == target
+    assert query(lab, knot, target, "TXT") == ['"token"']
+    inside(lab, lambda: writer.cleanup(f"r{t}.{zone}", "token"))
+    assert query(lab, knot, target, "TXT") == []
