@@ -144,7 +144,7 @@ def plan_in_memory(count: int) -> dict[str, float]:
     # 1 % of the instances moved to h2.
     moved = tuple(instance if i % 100 else Instance(instance.domain, "h2") for i, instance in enumerate(instances))
     fleet = Fleet(fleet.name, fleet.root, fleet.zone, fleet.subdomains, settings, fleet.acme, servers, moved)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     desired = records.desired(fleet)
     after_desired = time.perf_counter()
     plan = planner.plan_dns("bench", "example.org", "rfc2136", desired, observed, marks_index=marks)
@@ -152,6 +152,7 @@ def plan_in_memory(count: int) -> dict[str, float]:
     done = time.perf_counter()
     assert checksum and plan.counts()["update"] == count // 100 * 2 and plan.counts()[DELETE] == count // 100 * 2
     return {"desired": after_desired - started, "plan": done - after_desired, "total": done - started,
+            "cpu": time.process_time() - cpu,
             "records": sum(len(r.values) for r in desired), "changes": len(plan.changes)}
 
 
@@ -194,8 +195,9 @@ def main() -> int:
               f"({1 / mean:.0f} records/s)", flush=True)
 
         fleet = write_fleet(workdir / "fleet", lab, args.instances)
-        wanted = sum(len(r.values) for r in records.desired(inventory.load(fleet)))
+        assert not (fleet / ".cozyops").exists()  # the apply parses instances.yml: no cache yet
         seconds, report = cozyops_apply(lab, fleet, env)
+        wanted = sum(len(r.values) for r in records.desired(inventory.load(fleet)))
         assert report["summary"]["create"] > 0 and not report["failed"], report
         cost = seconds / wanted
         ratio = median / cost  # the median: steadier than the mean when a neighbour takes the CPU
@@ -209,15 +211,16 @@ def main() -> int:
         print(f"  Knot (secondary) serves the new serial {catch_up:.2f} s after the apply returned", flush=True)
         again, second = cozyops_apply(lab, fleet, env)
         assert second["summary"] == {"create": 0, "update": 0, "delete": 0, "conflicts": 0}, second
-        print(f"second apply (no change: AXFR of the zone, plan): {again:.2f} s", flush=True)
+        print(f"second apply (no change: instances.yml from its cache, AXFR of the zone, plan): {again:.2f} s",
+              flush=True)
 
         load = load_fleet_files(args.plan, workdir, lab)
         runs = sorted((plan_in_memory(args.plan) for _ in range(3)), key=lambda run: run["total"])
         planned = runs[1]  # the median of three runs: the machine has two cores, and neighbours
         print(f"plan of {args.plan} instances ({planned['records']} records, {planned['changes']} changes for 1 % "
               f"moved): {planned['total']:.2f} s, median of 3 runs (min {runs[0]['total']:.2f} s, max "
-              f"{runs[2]['total']:.2f} s; desired records {planned['desired']:.2f} s, diff and checksum "
-              f"{planned['plan']:.2f} s; target < {TARGET_PLAN_SECONDS:g} s)", flush=True)
+              f"{runs[2]['total']:.2f} s; CPU {planned['cpu']:.2f} s; desired records {planned['desired']:.2f} s, "
+              f"diff and checksum {planned['plan']:.2f} s; target < {TARGET_PLAN_SECONDS:g} s)", flush=True)
         print(f"  loading the same fleet from its files: {load[0]:.2f} s parsing instances.yml, {load[1]:.2f} s "
               "from its cache (the next runs)", flush=True)
         ok = ratio >= TARGET_RATIO and planned["total"] < TARGET_PLAN_SECONDS

@@ -64,14 +64,21 @@ def plan_dns(
             groups.setdefault(record.group, []).append(record)
         claims = {group: records.claim_strings(r[:2] for r in group_records) for group, group_records in groups.items()}
     mark_values = marks_index if marks_index is not None else records.mark_index(observed)
-    owner = records.OWNER_PREFIX + fleet
+    # The mark each group needs (as records.txt_text(records.mark_strings(...)) writes it, inlined:
+    # this loop runs once per instance), and the groups whose mark is in the zone exactly so.
+    prefix = f'"{records.OWNER_PREFIX}{fleet}" "'
+    mark_prefix = records.MARK_LABEL + "."
     wanted_text: dict[str, str] = {}
+    mark_of: dict[str, str] = {}
     matched: set[tuple[str, str]] = set()  # (mark name, value): exactly what the plan writes
+    matched_groups: set[str] = set()
+    no_values = ()
     for group in groups:
-        text = wanted_text[group] = records.txt_text((owner, *claims[group]))
-        name = records.mark_name(group)
-        if text in mark_values.get(name, ()):
+        text = wanted_text[group] = prefix + '" "'.join(claims[group]) + '"'
+        name = mark_of[group] = mark_prefix + group if group != "@" else records.MARK_LABEL
+        if text in mark_values.get(name, no_values):
             matched.add((name, text))
+            matched_groups.add(group)
 
     ours: dict[tuple[str, str], str] = {}  # claimed by a mark of ours that is not matched -> its name
     our_marks: dict[str, list[records.Mark]] = defaultdict(list)
@@ -115,16 +122,14 @@ def plan_dns(
 
     get = observed.get
     for group, group_records in groups.items():
-        mark = records.mark_name(group)
-        if (mark, wanted_text[group]) in matched:  # owned whole: compare values only
+        mark = mark_of[group]
+        if group in matched_groups:  # owned whole: compare values only
             for record in group_records:
-                key = record[:2]
-                have = get(key)
+                have = get(record[:2])
                 if have is None:
                     create(record)
                     continue
-                if not ours or key not in ours:
-                    owned += 1
+                owned += 1
                 if have[2:4] != record[2:4]:
                     changes.append(Change(UPDATE, record.name, record.rtype, record.ttl, record.values, have.ttl,
                                           have.values, group))
@@ -149,17 +154,20 @@ def plan_dns(
         changes.extend(_mark_changes(fleet, group, kept, our_marks.pop(mark, []), mark_ttl))
 
     unwanted = []  # claimed by our marks, no longer wanted by the group that claims them
+    present = []
     for key, mark in ours.items():
         have = observed.get(key)
         if have is None:
             continue
-        owned += 1
+        present.append(key)
         group = _group_of_mark(mark)
         if not any(record[:2] == key for record in groups.get(group, ())):
             unwanted.append((key, have, group))
-    if unwanted:  # unless another group wants them now (one pass over the records, for their names only)
-        names = {key[0] for key, _, _ in unwanted}
-        elsewhere = {record[:2] for record in desired if record.name in names}
+    if present or unwanted:  # one pass over the records, for these names only
+        names = {key[0] for key in present}
+        elsewhere = {record[:2]: record.group for record in desired if record.name in names}
+        # Counted once: a record a matched group's mark also claims was counted with that group.
+        owned += sum(1 for key in present if elsewhere.get(key) not in matched_groups)
         changes.extend(Change(DELETE, key[0], key[1], None, (), have.ttl, have.values, group)
                        for key, have, group in unwanted if key not in elsewhere)
     for name, existing in our_marks.items():  # groups the fleet no longer has

@@ -267,14 +267,6 @@ def mark_index(rrsets: dict[tuple[str, str], RRset]) -> dict[str, tuple[str, ...
     return {name: rrset.values for (name, rtype), rrset in rrsets.items() if rtype == "TXT" and is_mark_name(name)}
 
 
-def marks_in(rrsets: dict[tuple[str, str], RRset]) -> list[Mark]:
-    marks = []
-    for (name, rtype), rrset in rrsets.items():
-        if rtype == "TXT" and is_mark_name(name):
-            marks.extend(mark for text in rrset.values if (mark := parse_mark(name, text)))
-    return marks
-
-
 # -- zone files --------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ import dns.tsig
 import dns.xfr
 
 from cozyops.bulk import paused_gc
-from cozyops.dns import records, wire
+from cozyops.dns import axfr, records, wire
 from cozyops.dns.records import RRset
 from cozyops.dns.tsig import TsigKey
 from cozyops.errors import DnsError
@@ -44,7 +44,6 @@ WINDOW = 2
 BATCH_BYTES = 48_000
 # Owner names whose text is their bytes (no escaping needed), lowercase as cozyops writes them.
 _PLAIN_NAME = re.compile(rb"[a-z0-9_*-]+(?:\.[a-z0-9_*-]+)*")
-_ADDRESS_TYPES = frozenset({"A", "AAAA"})  # dnspython keeps their canonical text
 
 
 @dataclass
@@ -79,25 +78,6 @@ class _InFlight:
     batch: list[Change]
     message: dns.message.Message
     started: float
-
-
-def _read_message(connection: socket.socket, expiration: float) -> bytes:
-    """One length-prefixed DNS message from a TCP stream, by ``expiration`` (time.time())."""
-
-    def exactly(count: int) -> bytes:
-        data = bytearray()
-        while len(data) < count:
-            remaining = expiration - time.time()
-            if remaining <= 0:
-                raise dns.exception.Timeout
-            connection.settimeout(remaining)
-            chunk = connection.recv(count - len(data))
-            if not chunk:
-                raise EOFError("the server closed the connection")
-            data += chunk
-        return bytes(data)
-
-    return exactly(int.from_bytes(exactly(2), "big"))
 
 
 @dataclass
@@ -233,35 +213,28 @@ class Rfc2136:
         serial = None
         origin = self.origin
         try:
-            messages = dns.query.xfr(
-                address, self.origin, port=self.port, timeout=self.timeout, lifetime=max(self.timeout, 60.0),
-                keyring=self.key.keyring(), keyname=self.key.name, keyalgorithm=self.key.algorithm_name,
-                relativize=False,
-            )
-            cut = len(origin.labels)
+            cut = len(origin.labels) - 1  # the records' labels come without the root label
             types: dict[int, str] = {}
-            for message in messages:
-                for rrset in message.answer:
-                    labels = rrset.name.labels
-                    if len(labels) == cut:
-                        name = "@"
-                    else:
-                        joined = b".".join(labels[:-cut])
-                        name = joined.decode() if _PLAIN_NAME.fullmatch(joined) else (
-                            rrset.name.relativize(origin).to_text().lower())
-                    rtype = types.get(rrset.rdtype)
-                    if rtype is None:
-                        rtype = types[rrset.rdtype] = dns.rdatatype.to_text(rrset.rdtype)
-                    if rtype in _ADDRESS_TYPES:
-                        values = [rdata.address for rdata in rrset]
-                    else:
-                        values = [rdata.to_text() for rdata in rrset]
-                        if rtype == "SOA":
-                            serial = rrset[0].serial
-                    have = rrsets.get((name, rtype))
-                    if have is not None:
-                        values = list(set(values) | set(have.values))
-                    rrsets[(name, rtype)] = RRset(name, rtype, rrset.ttl, tuple(sorted(values)))
+            transfer = axfr.transfer(address, self.port, self.zone, self.key, self.timeout, max(self.timeout, 60.0))
+            for labels, code, ttl, value in transfer:
+                if len(labels) == cut:
+                    name = "@"
+                else:
+                    relative = labels[:-cut]
+                    joined = b".".join(relative)
+                    plain = _PLAIN_NAME.fullmatch(joined) and joined.count(b".") == len(relative) - 1
+                    name = joined.decode() if plain else (
+                        dns.name.Name(labels + (b"",)).relativize(origin).to_text().lower())
+                rtype = types.get(code)
+                if rtype is None:
+                    rtype = types[code] = dns.rdatatype.to_text(code)
+                if rtype == "SOA":
+                    serial = int(value.split()[2])
+                have = rrsets.get((name, rtype))
+                if have is None:
+                    rrsets[(name, rtype)] = RRset(name, rtype, ttl, (value,))
+                elif value not in have.values:
+                    rrsets[(name, rtype)] = RRset(name, rtype, have.ttl, tuple(sorted((*have.values, value))))
         except Exception as error:  # noqa: BLE001 - every failure becomes one line
             raise self.explain(error) from None
         if serial is None:
@@ -347,7 +320,7 @@ class Rfc2136:
         """Read one answer, match it to its message by id, report the batch's outcome."""
         oldest = min(in_flight.values(), key=lambda entry: entry.index)
         try:
-            data = _read_message(connection, time.time() + self.timeout)
+            data = axfr.read_message(connection, time.monotonic() + self.timeout)
         except Exception as error:  # noqa: BLE001
             raise fail(error, oldest) from None
         entry = in_flight.pop(int.from_bytes(data[:2], "big"), None)

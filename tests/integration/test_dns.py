@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
@@ -462,3 +463,67 @@ def test_rfc2136_provider_reads_what_it_wrote(lab, tmp_path):
     for record in records.desired(manager.fleet):
         assert data.rrsets[(record.name, record.rtype)].values == record.values
     assert data.nameservers() == [f"ns1.{zone}.", f"ns2.{zone}."]
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+def test_zone_reads_match_dnspythons(lab, tmp_path, primary):
+    """The wire-level AXFR reader sees exactly what dnspython's own transfer and parser see."""
+    zone, server, _ = addresses(lab, primary)
+    t = tag()
+
+    def records_of_every_kind(update, z):
+        update.add(f"Mixed{t}.{z}.", 60, "A", "192.0.2.1")
+        update.add(f"mixed{t}.{z}.", 60, "AAAA", "2001:db8:0:0:1:0:0:1")
+        update.add(f"mixed{t}.{z}.", 60, "TXT", '"plain" "two words"')
+        update.add(f"mixed{t}.{z}.", 60, "TXT", '"quote \\" and backslash \\\\" "\\200\\001"')
+        update.add(f"mixed{t}.{z}.", 60, "CAA", '128 issue "ca.example.net; account=1"')
+        update.add(f"mx{t}.{z}.", 60, "MX", f"10 mixed{t}.{z}.")
+        update.add(f"alias{t}.{z}.", 60, "CNAME", f"mixed{t}.{z}.")
+        update.add(f"_sip._tcp.s{t}.{z}.", 60, "SRV", f"0 5 5060 mixed{t}.{z}.")
+        update.add(f"*.w{t}.{z}.", 60, "A", "192.0.2.2")
+        update.add(f"odd\\.label{t}.{z}.", 60, "TXT", "\"escaped dot in the owner\"")  # not an A: check-names
+
+    assert raw_update(lab, primary, records_of_every_kind) == dns.rcode.NOERROR
+    provider = manager_for(write_fleet(tmp_path / "fleet", lab, primary, [])).provider()
+    key = lab.key()
+
+    def both():
+        ours = provider.read()
+        theirs = {}
+        origin = dns.name.from_text(zone)
+        for message in dns.query.xfr(server, zone, keyring=key.keyring(), keyname=key.name,
+                                     keyalgorithm=key.algorithm_name, relativize=False):
+            for rrset in message.answer:
+                name = rrset.name.relativize(origin).to_text().lower()
+                rtype = dns.rdatatype.to_text(rrset.rdtype)
+                values = set(theirs.get((name, rtype), ((), ()))[1]) | {rdata.to_text() for rdata in rrset}
+                theirs[(name, rtype)] = (rrset.ttl, tuple(sorted(values)))
+        return ours, theirs
+
+    ours, theirs = inside(lab, both)
+    assert {key: (rrset.ttl, rrset.values) for key, rrset in ours.rrsets.items()} == theirs
+    assert ours.rrsets[(f"mixed{t}", "A")].values == ("192.0.2.1",)
+    assert ours.rrsets[(f"odd\\.label{t}", "TXT")].values == ('"escaped dot in the owner"',)
+    assert len(ours.rrsets[(f"mixed{t}", "TXT")].values) == 2
+    assert ours.serial == int(theirs[("@", "SOA")][1][0].split()[2])
+
+
+def test_rfc2136_mode_with_a_delegated_challenge_zone(lab, tmp_path):
+    """The fleet's zone on BIND holds the _acme-challenge CNAMEs; challenges go to Knot's zone."""
+    t = tag()
+    zone, knot = lab.spec.zone, lab.spec.knot_address
+    delegated = {"zone": lab.spec.zone2, "server": knot, "tsig_key_file": "secrets/tsig.key"}
+    fleet = write_fleet(tmp_path / "fleet", lab, "bind", [{"domain": f"r{t}.{zone}", "server": "h2"}],
+                        dns_extra={"acme_challenge": delegated})
+    applied = cli(lab, fleet, "apply", "--yes")
+    assert applied.returncode == 0, applied.stderr
+    target = f"r{t}.{zone}.{lab.spec.zone2}."
+    assert query(lab, knot, f"_acme-challenge.r{t}.{zone}.", "CNAME") == [target]  # served by the secondary too
+    checked = cli(lab, fleet, "check", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["ok"] and json.loads(checked.stdout)["records"] == 4
+    writer = inside(lab, manager_for(fleet).challenges)  # reads the zone's NS: inside the lab
+    assert inside(lab, lambda: writer.present(f"*.r{t}.{zone}", "token")) == target
+    assert query(lab, knot, target, "TXT") == ['"token"']
+    inside(lab, lambda: writer.cleanup(f"r{t}.{zone}", "token"))
+    assert query(lab, knot, target, "TXT") == []

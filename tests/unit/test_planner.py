@@ -208,3 +208,12 @@ def test_plan_json_has_changes_and_checksum():
     assert change == {"action": "create", "name": "alice.example.org.", "type": "A", "ttl": 300,
                       "values": ["192.0.2.10"]}
     assert Conflict("x", "A", "o", ()).reason() == "belongs to fleet o"
+
+
+def test_a_record_two_of_our_marks_claim_is_owned_once_and_kept():
+    desired = [ALICE, STAR]
+    observed = zone(ALICE, STAR, marks=[MINE, (ME, "old", {"alice": {"A"}})])
+    plan = planner.plan_dns(ME, "example.org", "rfc2136", desired, observed)
+    assert plan.owned == 2
+    assert records_of(plan) == []  # alice A is still wanted (by the alice group): not deleted
+    assert marks_of(plan) == [(DELETE, "_cozyops.old")]
