@@ -160,6 +160,79 @@ def stack_answers(lab: Lab, host: HostSpec) -> str:
             f"public API (127.0.0.1:{stack.PUBLIC_PORT}) version {version}")
 
 
+DEMO_INSTANCE = "alice"
+
+
+def demo_fleet(lab: Lab) -> None:
+    """Give the lab's fleet one instance (alice on h1) when its instances.yml is still empty."""
+    import yaml
+
+    path = lab.fleet_dir / "instances.yml"
+    data = yaml.safe_load(path.read_text()) or {}
+    if data.get("instances"):
+        return
+    domain = f"{DEMO_INSTANCE}.{lab.spec.zone}"
+    path.write_text(
+        path.read_text().replace("instances: []\n", "")
+        + f"# Added by `cozyops lab demo` (the file was empty); yours to edit.\ninstances:\n"
+        f"  - domain: {domain}\n    server: h1\n    apps: [home, drive, photos, settings, store]\n"
+        f"    email: {DEMO_INSTANCE}@{lab.spec.zone}\n    locale: en\n"
+    )
+
+
+def instances_on_their_servers(lab: Lab) -> str:
+    """Each instance of the fleet exists on its server's cozy-stack (created through the admin API)."""
+    from cozyops import inventory
+    from cozyops.lab import stack
+    from cozyops.stack import AdminClient, StackError
+    from cozyops.transport import SshTransport
+
+    fleet = inventory.load(lab.fleet_dir)
+    created, present = [], []
+    for instance in fleet.instances:
+        with SshTransport(lab.ssh_target(instance.server)) as ssh:
+            with ssh.forward(stack.ADMIN_PORT) as admin_port:
+                admin = AdminClient(admin_port.url, stack.admin_passphrase(ssh))
+                try:
+                    admin.instance(instance.domain)
+                    present.append(instance.domain)
+                except StackError as error:
+                    if error.status != 404:
+                        raise
+                    admin.create_instance(instance.domain, locale=instance.locale or "en",
+                                          email=instance.email or "", apps=list(instance.apps))
+                    created.append(f"{instance.domain} on {instance.server}")
+    return f"created {', '.join(created) or 'none'}; already there: {', '.join(present) or 'none'}"
+
+
+def dns_for_the_fleet(lab: Lab) -> str:
+    """`cozyops dns apply` on the lab's fleet: every instance's records, served by both servers."""
+    from cozyops import inventory
+    from cozyops.manager import DnsManager
+
+    manager = DnsManager(inventory.load(lab.fleet_dir))
+    with manager.locked("cozyops lab demo"):
+        plan = manager.plan()
+        manager.approve(plan, None, force=False)
+        report = manager.apply_and_wait(plan)
+    if not report.propagated:
+        raise LabError("dns apply", "not served by every authoritative server")
+    instance = manager.fleet.instances[0]
+    app = f"drive.{instance.domain}" if manager.fleet.subdomains == "nested" else \
+        instance.domain.replace(".", "-drive.", 1)
+    answers = {server["name"]: _a(server["address"], app) for server in lab.dns_servers()}
+    wanted = manager.fleet.servers[instance.server].ipv4
+    if any(answer != [wanted] for answer in answers.values()):
+        raise LabError(f"DNS for {app}", f"answers {answers}, not {wanted}")
+    return (f"{len(plan.record_changes)} record change(s) applied ({len(manager.fleet.instances)} instance(s)); "
+            f"{app} -> {wanted} at BIND and Knot")
+
+
+def _a(address: str, name: str) -> list[str]:
+    response = dns.query.udp(dns.message.make_query(name, dns.rdatatype.A), address, timeout=1)
+    return [rdata.address for rrset in response.answer for rdata in rrset if rrset.rdtype == dns.rdatatype.A]
+
+
 def steps(lab: Lab) -> list[Step]:
     key = lab.key()
     bind, knot = lab.dns_servers()
@@ -186,6 +259,9 @@ def steps(lab: Lab) -> list[Step]:
         for host in hosts:
             found.append(Step(f"the cozy-stack double on {host.name} answers through SSH forwarding",
                               lambda h=host: stack_answers(lab, h)))
+        demo_fleet(lab)
+        found.append(Step("the fleet's instances exist on their servers", lambda: instances_on_their_servers(lab)))
+        found.append(Step("DNS records for the fleet's instances (cozyops dns apply)", lambda: dns_for_the_fleet(lab)))
     return found
 
 

@@ -178,8 +178,13 @@ def test_demo_passes_on_the_lab(lab):
     result = cozyops(lab, "lab", "demo", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["ok"] and len(report["steps"]) >= 6
-    assert all(step["ok"] for step in report["steps"])
+    assert report["ok"] and all(step["ok"] for step in report["steps"])
+    titles = [step["title"] for step in report["steps"]]
+    assert "SSH to h1 with a verified host key" in titles
+    assert "the fleet's instances exist on their servers" in titles
+    details = {step["title"]: step["detail"] for step in report["steps"]}
+    assert f"drive.alice.{lab.spec.zone} -> {lab.spec.host(1).address} at BIND and Knot" in details[
+        "DNS records for the fleet's instances (cozyops dns apply)"]
 
 
 def test_another_directory_cannot_take_over_a_running_labs_namespace(lab, tmp_path):
