@@ -265,9 +265,13 @@ class Lab:
             self._wait_secondaries()
             if wanted_hosts:
                 assert lower is not None
-                self._hosts_up(state, wanted_hosts, lower, report)
+                booted = self._hosts_up(state, wanted_hosts, lower, report)
                 if with_stack:
                     self._stack_up(state, wanted_hosts, report)
+                elif state.stack and booted:
+                    # A lab with the stack keeps it on every host: new hosts get it, and booted
+                    # ones are checked until cozy-stack answers (their init started it).
+                    self._stack_up(state, booted, report)
             elif with_stack:
                 raise ConfigError("--with-stack", "needs hosts (--hosts 1 or more)")
             where = self.host_files
@@ -281,7 +285,8 @@ class Lab:
             return Path(state.rootfs)
         return rootfs.find()
 
-    def _hosts_up(self, state: LabState, wanted: list[HostSpec], lower: Path, report: Report) -> None:
+    def _hosts_up(self, state: LabState, wanted: list[HostSpec], lower: Path, report: Report) -> list[HostSpec]:
+        """Boot the hosts that are not running; the ones booted."""
         where = self.host_files
         state.hosts, state.rootfs = len(wanted), str(lower)
         self._save(state)
@@ -312,9 +317,7 @@ class Lab:
         if booted:
             report("waiting for sshd on " + ", ".join(host.name for host in booted))
             hosts.wait_ssh(self.spec, booted, inits, READY_TIMEOUT)
-            if state.stack:
-                report("waiting for cozy-stack on " + ", ".join(host.name for host in booted))
-                self._on_hosts(booted, lambda ssh: stack_module().StackInstaller(ssh, Path(), "").wait_ready())
+        return booted
 
     def _stack_up(self, state: LabState, wanted: list[HostSpec], report: Report) -> None:
         """The cozy-stack double and pouchdb-server on every host, in parallel (idempotent)."""

@@ -192,10 +192,6 @@ class StackInstaller:
                 self._wait(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/5984"], "pouchdb-server on 127.0.0.1:5984")
         self._wait(["cozy-stack", "status"], "cozy-stack status")
 
-    def wait_ready(self) -> None:
-        """After a boot: the host's init starts both services; wait until cozy-stack answers."""
-        self._wait(["cozy-stack", "status"], "cozy-stack status")
-
     def _wait(self, command: list[str], what: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         while True:

@@ -265,12 +265,25 @@ def test_an_app_subdomain_answers_in_each_mode(stack_lab, host, mode):
     assert version.status_code == 200 and "version" in version.json()
 
 
+def test_a_host_added_later_gets_the_stack(stack_lab):
+    result = subprocess.run(
+        [sys.executable, "-m", "cozyops", "lab", "up", "--dir", str(stack_lab.dir), "--hosts", "3", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    SEEN_OUTPUT.extend([result.stdout, result.stderr])
+    assert result.returncode == 0, result.stderr
+    hosts = {host["name"]: host for host in json.loads(result.stdout)["hosts"]}
+    assert set(hosts) == {"h1", "h2", "h3"} and all(host["ok"] for host in hosts.values()), hosts
+    answer = on_host(stack_lab, "h3", "cozy-stack status")
+    assert answer.returncode == 0 and "OK" in answer.stdout, answer.stdout + answer.stderr
+
+
 def test_no_secret_appears_in_any_output_or_log(stack_lab):
     """Runs last in this module: the passphrases and tokens of the run appear nowhere."""
 
     def collect():
         found = {}
-        for host in ("h1", "h2"):
+        for host in ("h1", "h2", "h3"):
             with SshTransport(stack_lab.ssh_target(host)) as ssh:
                 found[host] = (stack.admin_passphrase(ssh),
                                ssh.run("cat /var/log/cozy/stack.log /var/log/pouchdb-server.log 2>/dev/null").text)
