@@ -1,0 +1,377 @@
+"""The ACME issuer, on certbot's ``acme`` library: account, orders, adaptive polling, ARI.
+
+- **Account**: one per directory, an ES256 key in ``<state>/acme/<directory id>/account.key``
+  (0600). At every start the key is presented to ``newAccount``: the CA answers with the existing
+  account, or registers it again when it no longer knows it (a restarted pebble). EAB when the
+  fleet gives a key id and HMAC key.
+- **Orders**: a fresh key per certificate (ECDSA P-256, or RSA 2048 on request), never reused.
+- **Polling**: the library's ``poll_and_finalize`` sleeps a fixed second per step; here polls
+  start short (50 ms on a private CA, 500 ms on a public one), back off by 1.5x to 2 s, and wait
+  at least what a ``Retry-After`` header asks.
+- **Threads**: the account and the directory are shared; each thread has its own HTTP session.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import josepy as jose
+import requests
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from cozyops import files
+from cozyops.errors import CozyopsError
+from cozyops.model import ACME_DIRECTORIES
+from cozyops.tls.policy import Window
+
+USER_AGENT = "cozyops"
+BAD_NONCE_RETRIES = 10
+POLL_CAP = 2.0
+
+
+class AcmeError(CozyopsError):
+    """The CA refused or failed (names the directory or the certificate; never a key)."""
+
+
+def directory_url(name: str) -> str:
+    return ACME_DIRECTORIES.get(name, name)
+
+
+def is_public(url: str) -> bool:
+    return url in ACME_DIRECTORIES.values()
+
+
+def directory_id(url: str) -> str:
+    """A directory's own folder name: its host and a digest of its URL."""
+    host = urlsplit(url).hostname or "directory"
+    return f"{host}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+def new_key(key_type: str = "ecdsa"):
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class Network(client.ClientNetwork):
+    """``ClientNetwork`` that retries a rejected nonce more than once (CAs may reject any nonce)."""
+
+    def post(self, *args, **kwargs):
+        for attempt in range(BAD_NONCE_RETRIES):
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as error:
+                if error.code != "badNonce" or attempt == BAD_NONCE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Poller:
+    """Adaptive delays: start short, back off, honour ``Retry-After``."""
+
+    start: float = 0.05
+    factor: float = 1.5
+    cap: float = POLL_CAP
+    sleep: object = time.sleep
+    slept: float = 0.0
+
+    def delays(self):
+        delay = self.start
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.cap)
+
+    @staticmethod
+    def retry_after(response: requests.Response | None) -> float:
+        if response is None:
+            return 0.0
+        when = client.ClientV2.retry_after(response, 0)
+        return max(0.0, (when - datetime.datetime.now()).total_seconds())
+
+    def wait(self, delay: float, response: requests.Response | None, deadline: float) -> None:
+        seconds = max(delay, self.retry_after(response))
+        seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        self.slept += seconds
+        self.sleep(seconds)
+
+
+@dataclass
+class Challenge:
+    """One DNS-01 challenge of an order: the identifier, the TXT value, the challenge body."""
+
+    domain: str  # as ordered: alice.example.org or *.alice.example.org
+    value: str
+    body: messages.ChallengeBody
+    authz: messages.AuthorizationResource
+
+
+@dataclass
+class Order:
+    domains: tuple[str, ...]
+    key_pem: bytes
+    resource: messages.OrderResource
+    challenges: list[Challenge] = field(default_factory=list)
+
+
+@dataclass
+class Certificate:
+    domains: tuple[str, ...]
+    key_pem: bytes
+    fullchain_pem: str
+
+    def leaf(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.fullchain_pem.encode())
+
+
+def _problem(error: messages.Error | None) -> str:
+    if error is None:
+        return "invalid, no reason given"
+    code = error.code or (error.typ or "").rsplit(":", 1)[-1]
+    detail = error.detail or error.title or ""
+    return f"{code}: {detail}".strip(": ")
+
+
+class ValidationFailed(AcmeError):
+    """Some identifiers failed validation: ``failures`` maps each to the CA's reason."""
+
+    def __init__(self, subject: str, failures: dict[str, str]) -> None:
+        self.failures = failures
+        reason = "validation failed for " + "; ".join(f"{name} ({why})" for name, why in failures.items())
+        super().__init__(subject, reason)
+
+
+class Issuer:
+    def __init__(self, directory: str, account_dir: Path, ca_bundle: Path | None = None, email: str | None = None,
+                 eab: tuple[str, Path] | None = None, timeout: float = 30.0, poller: Poller | None = None) -> None:
+        self.url = directory_url(directory)
+        self.account_dir = account_dir
+        self.verify: bool | str = str(ca_bundle) if ca_bundle else True
+        self.email = email
+        self.eab = eab
+        self.timeout = timeout
+        self.poller = poller or Poller(start=0.5 if is_public(self.url) else 0.05)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.directory: messages.Directory | None = None
+        self.account: messages.RegistrationResource | None = None
+        self.key: jose.JWKEC | None = None
+
+    # -- account -------------------------------------------------------------------------------
+
+    def _error(self, reason: str, hint: str | None = None) -> AcmeError:
+        return AcmeError(f"ACME directory {self.url}", reason, hint)
+
+    def _account_key(self) -> jose.JWKEC:
+        path = self.account_dir / "account.key"
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                raise self._error(f"account key {path} is readable by others", f"chmod 600 {path}")
+            return jose.JWKEC(key=serialization.load_pem_private_key(path.read_bytes(), password=None))
+        files.private_dir(self.account_dir)
+        key = ec.generate_private_key(ec.SECP256R1())
+        files.write_private(path, key_pem(key))
+        return jose.JWKEC(key=key)
+
+    def _network(self) -> Network:
+        net = Network(self.key, account=self.account, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
+                      user_agent=USER_AGENT, timeout=int(self.timeout))
+        return net
+
+    def explain(self, error: BaseException, subject: str | None = None) -> AcmeError:
+        where = subject or f"ACME directory {self.url}"
+        if isinstance(error, AcmeError):
+            return error
+        if isinstance(error, requests.exceptions.SSLError):
+            return AcmeError(where, "TLS verification of the CA failed",
+                             "set cozy_acme.ca_bundle to the CA bundle of a private directory")
+        if isinstance(error, requests.exceptions.ConnectionError):
+            return AcmeError(where, "cannot connect to the CA")
+        if isinstance(error, requests.exceptions.Timeout):
+            return AcmeError(where, f"no answer from the CA within {self.timeout:g} s")
+        if isinstance(error, messages.Error):
+            return AcmeError(where, _problem(error))
+        if isinstance(error, errors.ValidationError):
+            failures = {}
+            for authzr in error.failed_authzrs:
+                for chall in authzr.body.challenges:
+                    if chall.error is not None:
+                        failures[_ident(authzr)] = _problem(chall.error)
+            return ValidationFailed(where, failures)
+        if isinstance(error, errors.Error | ValueError | json.JSONDecodeError):
+            return AcmeError(where, f"{type(error).__name__}: {error}")
+        raise error
+
+    def connect(self) -> Issuer:
+        """Fetch the directory and make sure the CA knows the account (registering it if not)."""
+        if self.account is not None:
+            return self
+        try:
+            self.key = self._account_key()
+            net = self._network()
+            self.directory = client.ClientV2.get_directory(self.url, net)
+            acme = client.ClientV2(self.directory, net)
+            eab = None
+            if self.eab:
+                kid, hmac_file = self.eab
+                eab = messages.ExternalAccountBinding.from_data(
+                    self.key.public_key(), kid, hmac_file.read_text().strip(), self.directory)
+            elif acme.external_account_required():
+                raise self._error("the CA requires external account binding",
+                                  "set cozy_acme.eab_kid and cozy_acme.eab_hmac_key_file")
+            registration = messages.NewRegistration.from_data(
+                email=self.email, terms_of_service_agreed=True, external_account_binding=eab)
+            try:
+                self.account = acme.new_account(registration)
+            except errors.ConflictError as conflict:  # the CA knows the key: that account
+                self.account = messages.RegistrationResource(uri=conflict.location, body=messages.Registration())
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error) from None
+        files.write_private(self.account_dir / "account.json",
+                            json.dumps({"directory": self.url, "uri": self.account.uri}) + "\n")
+        self._local.acme = None
+        return self
+
+    def acme(self) -> client.ClientV2:
+        """This thread's client (its own HTTP session and nonces), on the shared account."""
+        self.connect()
+        acme = getattr(self._local, "acme", None)
+        if acme is None:
+            acme = client.ClientV2(self.directory, self._network())
+            self._local.acme = acme
+        return acme
+
+    @property
+    def renewal_info_url(self) -> str | None:
+        self.connect()
+        try:
+            return self.directory["renewalInfo"]
+        except KeyError:
+            return None
+
+    # -- orders --------------------------------------------------------------------------------
+
+    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa") -> Order:
+        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish."""
+        subject = f"certificate {domains[0]}"
+        key = key_pem(new_key(key_type))
+        try:
+            acme = self.acme()
+            csr = crypto_util.make_csr(key, list(domains))
+            resource = acme.new_order(csr)
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, subject) from None
+        order = Order(domains, key, resource)
+        for authz in resource.authorizations:
+            ident = _ident(authz)
+            if authz.body.status == messages.STATUS_VALID:
+                continue
+            for body in authz.body.challenges:
+                if isinstance(body.chall, challenges.DNS01):
+                    order.challenges.append(Challenge(ident, body.chall.validation(self.key), body, authz))
+                    break
+            else:
+                raise AcmeError(subject, f"the CA offers no dns-01 challenge for {ident}")
+        return order
+
+    def answer(self, order: Order) -> None:
+        acme = self.acme()
+        for challenge in order.challenges:
+            try:
+                acme.answer_challenge(challenge.body, challenge.body.chall.response(self.key))
+            except Exception as error:  # noqa: BLE001
+                raise self.explain(error, f"certificate {order.domains[0]}") from None
+
+    def complete(self, order: Order, deadline: float) -> Certificate:
+        """Poll the authorizations, finalize, poll the order, download the chain (adaptive polls)."""
+        subject = f"certificate {order.domains[0]}"
+        try:
+            self._poll_authorizations(order, deadline, subject)
+            return self._finalize(order, deadline, subject)
+        except AcmeError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, subject) from None
+
+    def _poll_authorizations(self, order: Order, deadline: float, subject: str) -> None:
+        acme = self.acme()
+        failures: dict[str, str] = {}
+        for challenge in order.challenges:
+            authz = challenge.authz
+            for delay in self.poller.delays():
+                response = acme._post_as_get(authz.uri)
+                body = messages.Authorization.from_json(response.json())
+                if body.status != messages.STATUS_PENDING:
+                    break
+                if time.monotonic() >= deadline:
+                    raise AcmeError(subject, f"{challenge.domain}: still pending at the deadline")
+                self.poller.wait(delay, response, deadline)
+            if body.status != messages.STATUS_VALID:
+                reasons = [_problem(chall.error) for chall in body.challenges if chall.error is not None]
+                failures[challenge.domain] = "; ".join(reasons) or f"authorization {body.status}"
+        if failures:
+            raise ValidationFailed(subject, failures)
+
+    def _finalize(self, order: Order, deadline: float, subject: str) -> Certificate:
+        acme = self.acme()
+        resource = order.resource
+        try:
+            acme.begin_finalization(resource)
+        except messages.Error as error:
+            if error.code != "orderNotReady":
+                raise
+        for delay in self.poller.delays():
+            response = acme._post_as_get(resource.uri)
+            body = messages.Order.from_json(response.json())
+            if body.status == messages.STATUS_INVALID:
+                raise AcmeError(subject, "the CA abandoned the order: " + _problem(body.error))
+            if body.status == messages.STATUS_READY:
+                acme.begin_finalization(resource)
+            elif body.status == messages.STATUS_VALID and body.certificate is not None:
+                chain = acme._post_as_get(body.certificate).text
+                return Certificate(order.domains, order.key_pem, chain)
+            if time.monotonic() >= deadline:
+                raise AcmeError(subject, f"order still {body.status} at the deadline")
+            self.poller.wait(delay, response, deadline)
+        raise AssertionError("unreachable")
+
+    # -- renewal information (RFC 9773) ------------------------------------------------------------
+
+    def renewal_window(self, cert_pem: bytes) -> tuple[Window | None, float]:
+        """The CA's suggested window for this certificate and the seconds to wait before asking again.
+
+        ``(None, 0)`` when the directory offers no renewalInfo.
+        """
+        base = self.renewal_info_url
+        if base is None:
+            return None, 0.0
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        url = base.rstrip("/") + "/" + client._renewal_info_path_component(cert)
+        try:
+            response = self.acme().net.get(url, content_type="application/json")
+            info = messages.RenewalInfo.from_json(response.json())
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, f"renewal information at {url}") from None
+        window = Window(info.suggested_window.start, info.suggested_window.end)
+        retry = client.ClientV2.retry_after(response, 6 * 3600)
+        return window, max(0.0, (retry - datetime.datetime.now()).total_seconds())
+
+
+def _ident(authz: messages.AuthorizationResource) -> str:
+    name = authz.body.identifier.value
+    return f"*.{name}" if authz.body.wildcard else name
