@@ -9,12 +9,14 @@ is per certificate: collected, the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from cozyops import state
 from cozyops.dns import propagation
 from cozyops.dns.rfc2136 import Rfc2136
 from cozyops.errors import ConfigError, CozyopsError
@@ -93,6 +95,11 @@ class CertManager:
 
     def close(self) -> None:
         self.store.close()
+
+    @contextlib.contextmanager
+    def locked(self, command: str = "") -> Iterator[None]:
+        with state.fleet_lock(self.fleet.state_dir, self.fleet.name, command):
+            yield
 
     # -- the seams -----------------------------------------------------------------------------
 
