@@ -106,5 +106,6 @@ def deploy(transport: Transport, name: str, fullchain_pem: bytes, key_pem: bytes
     if not verified:
         what = f"serial {served.serial_number:x}" if served is not None else "no certificate (no TLS answer)"
         raise DeployError(f"certificate {name} on {host}",
-                          f"after the reload, {server_name} is served {what}, not the new serial {leaf.serial_number:x}")
+                          f"after the reload, {server_name} is served {what}, "
+                          f"not the new serial {leaf.serial_number:x}")
     return Deployed(host, name, chain, key, f"{leaf.serial_number:x}", verified)
