@@ -167,7 +167,7 @@ class Issuer:
         self.timeout = timeout
         self.poller = poller or Poller(start=0.5 if is_public(self.url) else 0.05)
         self._local = threading.local()
-        self._lock = threading.Lock()
+        self._new_order_lock = threading.Lock()
         self.directory: messages.Directory | None = None
         self.account: messages.RegistrationResource | None = None
         self.key: jose.JWKEC | None = None
@@ -273,7 +273,17 @@ class Issuer:
         try:
             acme = self.acme()
             csr = crypto_util.make_csr(key, list(domains))
-            resource = acme.new_order(csr)
+            identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains]
+            # One newOrder at a time per directory (the rest of the flow runs concurrently): pebble
+            # deadlocks on concurrent newOrder requests (a recursive read lock of its store while
+            # another newOrder waits to write), and public CAs limit new orders per account anyway.
+            with self._new_order_lock:
+                response = acme._post(self.directory["newOrder"], messages.NewOrder(identifiers=identifiers))
+            body = messages.Order.from_json(response.json())
+            authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url)
+                              for url in body.authorizations]
+            resource = messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                                              authorizations=authorizations, csr_pem=csr)
         except Exception as error:  # noqa: BLE001
             raise self.explain(error, subject) from None
         order = Order(domains, key, resource)
@@ -298,57 +308,64 @@ class Issuer:
                 raise self.explain(error, f"certificate {order.domains[0]}") from None
 
     def complete(self, order: Order, deadline: float) -> Certificate:
-        """Poll the authorizations, finalize, poll the order, download the chain (adaptive polls)."""
+        """Poll the order until the CA has validated it, finalize, poll, download the chain.
+
+        The order itself is polled (one request a poll, whatever the number of names); only when
+        it turns invalid are its authorizations fetched, for the reason of each failed name.
+        """
         subject = f"certificate {order.domains[0]}"
         try:
-            self._poll_authorizations(order, deadline, subject)
-            return self._finalize(order, deadline, subject)
+            status, data = self._poll_order(order, deadline, subject, waiting_for=("pending",))
+            if status == messages.STATUS_INVALID.name:
+                raise self._validation_failure(order, subject, data)
+            if status == messages.STATUS_READY.name:
+                response = self._finalize(order)
+                status, data = response.json()["status"], response.json()
+                if status != messages.STATUS_VALID.name or "certificate" not in data:
+                    status, data = self._poll_order(order, deadline, subject, ("ready", "processing"), response)
+            if status != messages.STATUS_VALID.name or "certificate" not in data:
+                raise AcmeError(subject, f"the CA left the order {status}: " + _problem(
+                    messages.Error.from_json(data["error"]) if data.get("error") else None))
+            chain = self.acme()._post_as_get(data["certificate"]).text
+            return Certificate(order.domains, order.key_pem, chain)
         except AcmeError:
             raise
         except Exception as error:  # noqa: BLE001
             raise self.explain(error, subject) from None
 
-    def _poll_authorizations(self, order: Order, deadline: float, subject: str) -> None:
+    def _poll_order(self, order: Order, deadline: float, subject: str, waiting_for: tuple[str, ...],
+                    previous: requests.Response | None = None) -> tuple[str, dict]:
+        """Poll the order while its status is one of ``waiting_for``: (status, order JSON)."""
+        acme = self.acme()
+        delays = self.poller.delays()
+        if previous is not None:
+            self.poller.wait(next(delays), previous, deadline)
+        for delay in delays:
+            response = acme._post_as_get(order.resource.uri)
+            data = response.json()
+            if data["status"] not in waiting_for:
+                return data["status"], data
+            if time.monotonic() >= deadline:
+                raise AcmeError(subject, f"order still {data['status']} at the deadline")
+            self.poller.wait(delay, response, deadline)
+        raise AssertionError("unreachable")
+
+    def _finalize(self, order: Order) -> requests.Response:
+        csr = x509.load_pem_x509_csr(order.resource.csr_pem)
+        return self.acme()._post(order.resource.body.finalize, messages.CertificateRequest(csr=csr))
+
+    def _validation_failure(self, order: Order, subject: str, data: dict) -> AcmeError:
         acme = self.acme()
         failures: dict[str, str] = {}
         for challenge in order.challenges:
-            authz = challenge.authz
-            for delay in self.poller.delays():
-                response = acme._post_as_get(authz.uri)
-                body = messages.Authorization.from_json(response.json())
-                if body.status != messages.STATUS_PENDING:
-                    break
-                if time.monotonic() >= deadline:
-                    raise AcmeError(subject, f"{challenge.domain}: still pending at the deadline")
-                self.poller.wait(delay, response, deadline)
+            body = messages.Authorization.from_json(acme._post_as_get(challenge.authz.uri).json())
             if body.status != messages.STATUS_VALID:
                 reasons = [_problem(chall.error) for chall in body.challenges if chall.error is not None]
                 failures[challenge.domain] = "; ".join(reasons) or f"authorization {body.status}"
-        if failures:
-            raise ValidationFailed(subject, failures)
-
-    def _finalize(self, order: Order, deadline: float, subject: str) -> Certificate:
-        acme = self.acme()
-        resource = order.resource
-        try:
-            acme.begin_finalization(resource)
-        except messages.Error as error:
-            if error.code != "orderNotReady":
-                raise
-        for delay in self.poller.delays():
-            response = acme._post_as_get(resource.uri)
-            body = messages.Order.from_json(response.json())
-            if body.status == messages.STATUS_INVALID:
-                raise AcmeError(subject, "the CA abandoned the order: " + _problem(body.error))
-            if body.status == messages.STATUS_READY:
-                acme.begin_finalization(resource)
-            elif body.status == messages.STATUS_VALID and body.certificate is not None:
-                chain = acme._post_as_get(body.certificate).text
-                return Certificate(order.domains, order.key_pem, chain)
-            if time.monotonic() >= deadline:
-                raise AcmeError(subject, f"order still {body.status} at the deadline")
-            self.poller.wait(delay, response, deadline)
-        raise AssertionError("unreachable")
+        if not failures:
+            error = messages.Error.from_json(data["error"]) if data.get("error") else None
+            return AcmeError(subject, "the CA abandoned the order: " + _problem(error))
+        return ValidationFailed(subject, failures)
 
     # -- renewal information (RFC 9773) ------------------------------------------------------------
 

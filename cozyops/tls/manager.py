@@ -79,6 +79,12 @@ class RunResult:
     cleanup_problems: list[str] = field(default_factory=list)
     dns_messages: int = 0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over chunks
+
+    def timed(self, stage: str, since: float) -> float:
+        now = time.monotonic()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - since
+        return now
 
 
 class CertManager:
@@ -207,6 +213,7 @@ class CertManager:
     def _chunk(self, chunk: list[tuple[CertSpec, bool]], result: RunResult, progress: Callable[[int], None]) -> None:
         solver, issuer = self.solver(), self.issuer()
         renewal = {spec.name: is_renewal for spec, is_renewal in chunk}
+        mark = time.monotonic()
         # 1. where each challenge goes (before asking the CA anything): an unpublishable name fails alone
         ready: list[CertSpec] = []
         for spec, _ in chunk:
@@ -216,6 +223,7 @@ class CertManager:
                 ready.append(spec)
             except CozyopsError as error:
                 result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
+        mark = result.timed("targets", mark)
         # 2. orders, concurrently
         orders: dict[str, Order] = {}
         with ThreadPoolExecutor(self.acme.concurrency) as pool:
@@ -225,6 +233,7 @@ class CertManager:
                     orders[name] = future.result()
                 except CozyopsError as error:
                     result.failed[name] = error.reason
+        mark = result.timed("orders", mark)
         # 3. every TXT value of the chunk at once; then wait; answer; complete; always clean up
         items = [(challenge.domain, challenge.value) for order in orders.values() for challenge in order.challenges]
         published = None
@@ -232,29 +241,37 @@ class CertManager:
             try:
                 published = solver.publish(items)
                 result.dns_messages += published.messages
+                mark = result.timed("publish", mark)
                 solver.wait(published)
+                mark = result.timed("propagation", mark)
             except CozyopsError as error:
                 for name in orders:
                     result.failed[name] = f"DNS-01 challenge: {error}"
                 return
             deadline = time.monotonic() + ORDER_DEADLINE
 
-            def finish(order: Order):
+            def finish(name: str, order: Order) -> Record:
                 issuer.answer(order)
-                return issuer.complete(order, deadline)
+                certificate = issuer.complete(order, deadline)
+                return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
+                                        self.acme.key_type)
 
             with ThreadPoolExecutor(self.acme.concurrency) as pool:
-                futures = {name: pool.submit(finish, order) for name, order in orders.items()}
-                for count, (name, future) in enumerate(futures.items(), 1):
+                futures = {name: pool.submit(finish, name, order) for name, order in orders.items()}
+                count = 0
+                for name, future in futures.items():
                     try:
-                        certificate = future.result()
+                        result.issued[name] = future.result()
                     except CozyopsError as error:
                         result.failed[name] = error.reason
                         continue
-                    result.issued[name] = self.store.save(name, certificate.key_pem, certificate.fullchain_pem,
-                                                          self.directory, self.acme.key_type, renewal[name])
+                    count += 1
                     progress(count)
+            self.store.record([(record, renewal[name]) for name, record in result.issued.items()
+                               if name in orders])
+            mark = result.timed("validation", mark)
         finally:
             if published is not None:
                 result.cleanup_problems += solver.cleanup(published)
                 result.dns_messages += len(published.values)
+                result.timed("cleanup", mark)

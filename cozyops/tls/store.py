@@ -66,8 +66,8 @@ class CertStore:
     def privkey(self, name: str) -> Path:
         return (self.dir(name) / "privkey.pem").absolute()
 
-    def save(self, name: str, key_pem: bytes, fullchain_pem: str, directory: str, key_type: str,
-             renewal: bool) -> Record:
+    def write(self, name: str, key_pem: bytes, fullchain_pem: str, directory: str, key_type: str) -> Record:
+        """Write the files of a new certificate (safe from any thread); ``record`` then keeps its metadata."""
         pems = split_chain(fullchain_pem)
         leaf = x509.load_pem_x509_certificate(pems[0].encode())
         folder = self.dir(name)
@@ -80,19 +80,27 @@ class CertStore:
             domains = tuple(sans.get_values_for_type(x509.DNSName))
         except x509.ExtensionNotFound:
             domains = ()
-        now = datetime.datetime.now(datetime.UTC)
-        record = Record(name, domains, f"{leaf.serial_number:x}", leaf.not_valid_before_utc, leaf.not_valid_after_utc,
-                        leaf.issuer.rfc4514_string(), directory, key_type, now)
-        self.db.execute(
-            "INSERT OR REPLACE INTO certificates (name, domains, serial, not_before, not_after, issuer, directory, "
-            "key_type, issued_at, ari_start, ari_end, ari_next_check, deployed) "
-            "VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL)",
-            (name, json.dumps(domains), record.serial, _iso(record.not_before), _iso(record.not_after),
-             record.issuer, directory, key_type, _iso(now)))
-        self.db.execute(
-            "INSERT INTO issuances (at, directory, name, domains, renewal, serial) VALUES (?,?,?,?,?,?)",
-            (_iso(now), directory, name, json.dumps(domains), int(renewal), record.serial))
-        self.db.commit()
+        return Record(name, domains, f"{leaf.serial_number:x}", leaf.not_valid_before_utc, leaf.not_valid_after_utc,
+                      leaf.issuer.rfc4514_string(), directory, key_type, datetime.datetime.now(datetime.UTC))
+
+    def record(self, records: list[tuple[Record, bool]]) -> None:
+        """Keep the metadata of certificates written (with whether each is a renewal), in one transaction."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO certificates (name, domains, serial, not_before, not_after, issuer, directory, "
+                "key_type, issued_at, ari_start, ari_end, ari_next_check, deployed) "
+                "VALUES (?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL)",
+                [(r.name, json.dumps(r.domains), r.serial, _iso(r.not_before), _iso(r.not_after), r.issuer,
+                  r.directory, r.key_type, _iso(r.issued_at)) for r, _ in records])
+            self.db.executemany(
+                "INSERT INTO issuances (at, directory, name, domains, renewal, serial) VALUES (?,?,?,?,?,?)",
+                [(_iso(r.issued_at), r.directory, r.name, json.dumps(r.domains), int(renewal), r.serial)
+                 for r, renewal in records])
+
+    def save(self, name: str, key_pem: bytes, fullchain_pem: str, directory: str, key_type: str,
+             renewal: bool) -> Record:
+        record = self.write(name, key_pem, fullchain_pem, directory, key_type)
+        self.record([(record, renewal)])
         return record
 
     def set_ari(self, name: str, window: Window | None, next_check: datetime.datetime) -> None:
