@@ -191,8 +191,9 @@ class CertManager:
         limit = policy.budget_limit(self.directory, self.acme.budget)
         verdict = policy.budget([spec for spec, _ in todo], self.store.history(self.directory), limit, now_utc())
         refused = {spec.name for spec in verdict.refused}
-        return CertPlan(statuses, [(spec, renewal) for spec, renewal in todo if spec.name not in refused],
-                        verdict, self.directory)
+        exempt = {spec.name for spec in verdict.renewals}  # the same names were issued before
+        return CertPlan(statuses, [(spec, renewal or spec.name in exempt) for spec, renewal in todo
+                                   if spec.name not in refused], verdict, self.directory)
 
     # -- doing it ------------------------------------------------------------------------------
 

@@ -36,3 +36,45 @@ def test_issue_refuses_while_another_run_holds_the_fleet(capsys, manual_fleet): 
     with state.fleet_lock(manual_fleet / ".cozyops", "manual-test", "cozyops dns apply"):
         code, _, err = run(capsys, "cert", "issue", "--dry-run", "--fleet", str(manual_fleet))
     assert code == 1 and "another cozyops run is working on it" in err and "cozyops dns apply" in err
+
+
+def test_dry_run_shows_and_respects_the_lets_encrypt_budget(capsys, tmp_path):
+    """Let's Encrypt production: 50 new certificates per registered domain per week; no CA is asked."""
+    group_vars = {**GROUP_VARS, "cozy_dns": {"provider": "manual"}}
+    instances = {"instances": [{"domain": f"u{i:02d}.example.org", "server": "h1"} for i in range(52)]}
+    fleet = make(tmp_path / "fleet", group_vars=group_vars, instances=instances)
+    code, out, err = run(capsys, "cert", "issue", "--dry-run", "--json", "--fleet", str(fleet))
+    plan = json.loads(out)
+    assert code == 1 and len(plan["issue"]) == 50 and plan["over_budget"] == ["u50.example.org", "u51.example.org"]
+    assert plan["budget"] == {"limit_per_week": 50, "left": {"example.org": 0}}
+    assert "2 over the weekly budget: u50.example.org, u51.example.org" in err
+
+
+def test_budget_counts_this_weeks_new_certificates_and_exempts_renewals(tmp_path):
+    import datetime
+
+    from cozyops import inventory
+    from cozyops.tls.manager import CertManager
+    from cozyops.tls.store import Record
+
+    group_vars = {**GROUP_VARS, "cozy_dns": {"provider": "manual"}, "cozy_acme": {"directory": "letsencrypt",
+                                                                                  "budget": 3}}
+    instances = {"instances": [{"domain": f"u{i}.example.org", "server": "h1"} for i in range(4)]}
+    manager = CertManager(inventory.load(make(tmp_path / "fleet", group_vars=group_vars, instances=instances)))
+    now = datetime.datetime.now(datetime.UTC)
+    past = [Record(f"x{i}.example.org", (f"x{i}.example.org",), "1", now, now, "CA", manager.directory, "ecdsa", now)
+            for i in range(2)]
+    # u0's name set was issued 40 days ago: it is a renewal, exempt
+    past.append(Record("u0.example.org", ("u0.example.org", "*.u0.example.org"), "2", now, now, "CA",
+                       manager.directory, "ecdsa", now - datetime.timedelta(days=40)))
+    manager.store.record([(record, False) for record in past])
+    manager.store.db.execute("DELETE FROM certificates")  # only the history counts here
+    manager.store.db.commit()
+    plan = manager.plan()
+    assert [spec.name for spec in plan.verdict.renewals] == ["u0.example.org"]
+    assert [spec.name for spec in plan.verdict.allowed] == ["u1.example.org"]  # 2 used this week, limit 3
+    assert [spec.name for spec in plan.refused] == ["u2.example.org", "u3.example.org"]
+    # recorded as a renewal when issued, so that it does not count against next week's budget
+    assert [(spec.name, renewal) for spec, renewal in plan.todo] == [("u0.example.org", True),
+                                                                      ("u1.example.org", False)]
+    manager.close()
