@@ -20,6 +20,7 @@ import requests
 
 from cozyops import inventory
 from cozyops.lab import pki
+from cozyops.tls.issuer import AcmeError
 from cozyops.tls.manager import CertManager
 from tests.integration.test_tls import inside, tag, verify_chain, write_fleet
 
@@ -38,14 +39,15 @@ def free_port(lab) -> int:
 class OwnPebble:
     """A pebble of the test's own, on 127.0.0.1 in the lab's namespace, validating against its BIND."""
 
-    def __init__(self, lab, root: Path, nonce_reject: int) -> None:
+    def __init__(self, lab, root: Path, nonce_reject: int, eab_keys: dict | None = None) -> None:
         self.lab, self.root, self.nonce_reject = lab, root, nonce_reject
         pki.make_server_certificate(root / "tls", "test pebble API CA", ["localhost"], ["127.0.0.1"])
         self.port, self.management = free_port(lab), free_port(lab)
         config = {"pebble": {
             "listenAddress": f"127.0.0.1:{self.port}", "managementListenAddress": f"127.0.0.1:{self.management}",
             "certificate": str(root / "tls/cert.pem"), "privateKey": str(root / "tls/key.pem"),
-            "httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+            "httpPort": 5002, "tlsPort": 5001, "ocspResponderURL": "",
+            "externalAccountBindingRequired": bool(eab_keys), "externalAccountMACKeys": eab_keys or {}}}
         (root / "config.json").write_text(json.dumps(config))
         self.process: subprocess.Popen | None = None
 
@@ -128,6 +130,35 @@ def test_nonce_rejection_and_a_restarted_ca_still_yield_every_certificate(lab, t
     assert sorted(result.issued) == sorted(domains)
     assert key.read_bytes() == key_bytes
     manager.close()
+
+
+def test_external_account_binding_when_the_ca_requires_it(lab, tmp_path):
+    import base64
+    import secrets as secrets_module
+
+    hmac_key = base64.urlsafe_b64encode(secrets_module.token_bytes(32)).decode().rstrip("=")
+    pebble = OwnPebble(lab, tmp_path / "pebble", nonce_reject=0, eab_keys={"kid-1": hmac_key})
+    try:
+        pebble.start()
+        t = tag()
+        domain = f"eab{t}.{lab.spec.zone}"
+        acme = {"directory": pebble.directory, "ca_bundle": str(pebble.ca_bundle)}
+        root = write_fleet(tmp_path / "fleet", lab, [domain], acme=acme)
+        manager = CertManager(inventory.load(root))
+        with pytest.raises(AcmeError) as refused:
+            inside(lab, lambda: manager.execute(manager.plan().todo))
+        assert "requires external account binding" in str(refused.value)
+        manager.close()
+
+        (root / "secrets/eab.key").write_text(hmac_key + "\n")
+        (root / "secrets/eab.key").chmod(0o600)
+        write_fleet(root, lab, [domain], acme={**acme, "eab_kid": "kid-1", "eab_hmac_key_file": "secrets/eab.key"})
+        manager = CertManager(inventory.load(root))
+        result = inside(lab, lambda: manager.execute(manager.plan().todo))
+        assert list(result.issued) == [domain], result.failed
+        manager.close()
+    finally:
+        pebble.stop()
 
 
 class AriResponder:
