@@ -10,6 +10,7 @@ handshake is retried for a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import ssl
@@ -57,6 +58,23 @@ def _fingerprint(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+def _wait_served(check: Callable[[str], x509.Certificate], server_name: str,
+                 leaf: x509.Certificate) -> tuple[bool, x509.Certificate | None]:
+    """Handshakes until ``leaf`` is served (nginx's workers take a reload within moments)."""
+    end = time.monotonic() + VERIFY_SECONDS
+    served = None
+    while True:
+        try:
+            served = check(server_name)
+            if _fingerprint(served) == _fingerprint(leaf):
+                return True, served
+        except (OSError, ssl.SSLError, CozyopsError):
+            served = None
+        if time.monotonic() >= end:
+            return False, served
+        time.sleep(0.2)
+
+
 def deploy(transport: Transport, name: str, fullchain_pem: bytes, key_pem: bytes, server_name: str,
            remote_dir: str = REMOTE_DIR, reload: str = "service nginx reload",
            check: Callable[[str], x509.Certificate] | None = None, port: int = 443) -> Deployed:
@@ -85,24 +103,14 @@ def deploy(transport: Transport, name: str, fullchain_pem: bytes, key_pem: bytes
                           f"nginx -t refuses it, the previous files are kept: {lines[0] if lines else 'exit status'}")
     transport.run(reload).check(host)
     transport.run(f"rm -f {q(chain)}.old {q(key)}.old").check(host)
-    verified = False
-    if check is None:
-        def check(sni: str) -> x509.Certificate:
-            with transport.forward(port) as forward:
+    with contextlib.ExitStack() as stack:
+        if check is None:  # one forwarding for every attempt
+            forward = stack.enter_context(transport.forward(port))
+
+            def check(sni: str) -> x509.Certificate:
                 return served_certificate(forward.local_host, forward.local_port, sni)
-    end = time.monotonic() + VERIFY_SECONDS
-    served = None
-    while True:
-        try:
-            served = check(server_name)
-            if _fingerprint(served) == _fingerprint(leaf):
-                verified = True
-                break
-        except (OSError, ssl.SSLError, CozyopsError):
-            served = None
-        if time.monotonic() >= end:
-            break
-        time.sleep(0.2)
+
+        verified, served = _wait_served(check, server_name, leaf)
     if not verified:
         what = f"serial {served.serial_number:x}" if served is not None else "no certificate (no TLS answer)"
         raise DeployError(f"certificate {name} on {host}",

@@ -36,7 +36,8 @@ from cozyops.model import ACME_DIRECTORIES
 from cozyops.tls.policy import Window
 
 USER_AGENT = "cozyops"
-BAD_NONCE_RETRIES = 10
+# A CA may reject any nonce (pebble: a set share of them): 25 in a row is 1 in 33 million at 50 %.
+BAD_NONCE_RETRIES = 25
 POLL_CAP = 2.0
 
 
