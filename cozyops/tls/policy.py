@@ -128,7 +128,7 @@ def budget(wanted: list[CertSpec], history: list[Issued], limit: int | None,
     verdict = BudgetVerdict(limit=limit)
     seen = {names_key(issued.domains) for issued in history}
     used: dict[str, int] = {}
-    for issued in history:
+    for issued in history if limit is not None else ():
         if now - issued.at < WEEK and not issued.renewal:
             for domain in {registered_domain(d) for d in issued.domains}:
                 used[domain] = used.get(domain, 0) + 1
@@ -136,8 +136,11 @@ def budget(wanted: list[CertSpec], history: list[Issued], limit: int | None,
         if names_key(spec.domains) in seen:
             verdict.renewals.append(spec)
             continue
+        if limit is None:  # unlimited: no need for the public suffix list
+            verdict.allowed.append(spec)
+            continue
         domains = {registered_domain(d) for d in spec.domains}
-        if limit is not None and any(used.get(d, 0) >= limit for d in domains):
+        if any(used.get(d, 0) >= limit for d in domains):
             verdict.refused.append(spec)
             continue
         for d in domains:
