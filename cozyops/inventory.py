@@ -391,7 +391,21 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
         ca_bundle = Path(_string(body["ca_bundle"], label, f"{key}.ca_bundle"))
         ca_bundle = ca_bundle if ca_bundle.is_absolute() else root / ca_bundle
     email = str(body["email"]) if body.get("email") is not None else None
-    return AcmeSettings(directory, email, ca_bundle, caa)
+    key_type = _string(body.get("key_type", "ecdsa"), label, f"{key}.key_type").lower()
+    if key_type not in ("ecdsa", "rsa"):
+        raise ConfigError(label, f"{key}.key_type: must be ecdsa or rsa, not {key_type!r}")
+    eab_kid = _string(body["eab_kid"], label, f"{key}.eab_kid") if body.get("eab_kid") is not None else None
+    eab_file = None
+    if body.get("eab_hmac_key_file") is not None:
+        eab_file = _secret_file(root, body["eab_hmac_key_file"], label, f"{key}.eab_hmac_key_file")
+    if (eab_kid is None) != (eab_file is None):
+        raise ConfigError(label, f"{key}: eab_kid and eab_hmac_key_file go together")
+    budget = None
+    if body.get("budget") is not None:
+        budget = _number(body["budget"], label, f"{key}.budget", int, 0)
+    concurrency = _number(body.get("concurrency", 16), label, f"{key}.concurrency", int, 1, 256)
+    reload = _string(body.get("nginx_reload", "service nginx reload"), label, f"{key}.nginx_reload")
+    return AcmeSettings(directory, email, ca_bundle, caa, key_type, eab_kid, eab_file, budget, concurrency, reload)
 
 
 def _server(host: _Host) -> Server:

@@ -97,6 +97,12 @@ class AcmeSettings:
     email: str | None = None
     ca_bundle: Path | None = None
     caa: tuple[str, ...] = ()  # CAA issuer domains; empty: no CAA records
+    key_type: str = "ecdsa"  # of every certificate's own key: ecdsa (P-256) or rsa (2048)
+    eab_kid: str | None = None  # external account binding, when the CA asks for it
+    eab_hmac_key_file: Path | None = None
+    budget: int | None = None  # new certificates per registered domain per week; None: the CA's known limit
+    concurrency: int = 16  # orders in flight at once
+    nginx_reload: str = "service nginx reload"
 
 
 @dataclass(frozen=True)

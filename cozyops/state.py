@@ -5,6 +5,9 @@
   however it ends; the file holds the holder's PID and command, for the error message.
 - ``state.db`` (SQLite, write-ahead log): the journal of operations. Every batch of DNS changes is journaled with
   its outcome; a failed one with its changes, so that an operator sees what was not applied.
+  Certificates: ``certificates`` (one row per certificate name: names, serial, validity, issuer,
+  directory, the CA's renewal window and when to ask for it again) and ``issuances`` (every
+  certificate issued, for the weekly budget).
 """
 
 from __future__ import annotations
@@ -32,6 +35,30 @@ CREATE TABLE IF NOT EXISTS journal (
     count INTEGER NOT NULL,
     error TEXT,
     detail TEXT
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    name TEXT PRIMARY KEY,
+    domains TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_before TEXT NOT NULL,
+    not_after TEXT NOT NULL,
+    issuer TEXT NOT NULL,
+    directory TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    ari_start TEXT,
+    ari_end TEXT,
+    ari_next_check TEXT,
+    deployed TEXT
+);
+CREATE TABLE IF NOT EXISTS issuances (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    directory TEXT NOT NULL,
+    name TEXT NOT NULL,
+    domains TEXT NOT NULL,
+    renewal INTEGER NOT NULL,
+    serial TEXT NOT NULL
 );
 """
 
@@ -67,19 +94,25 @@ def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def connect(state_dir: Path) -> sqlite3.Connection:
+    """The fleet's ``state.db``, with every table."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(state_dir / "state.db", check_same_thread=False)
+    # WAL with synchronous=NORMAL: an entry survives the process crashing right after it
+    # (what a journal is for) without an fsync per entry, which would cost more than the
+    # UPDATE message it journals.
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
+
+
 class Journal:
     """The journal of operations, in ``state.db``."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "state.db"
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path)
-        # WAL with synchronous=NORMAL: an entry survives the process crashing right after it
-        # (what a journal is for) without an fsync per entry, which would cost more than the
-        # UPDATE message it journals.
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        self.db = connect(state_dir)
         self.run = f"{_now()} pid {os.getpid()}"
 
     def close(self) -> None:

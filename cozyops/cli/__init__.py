@@ -12,6 +12,7 @@ import sys
 import typer
 
 from cozyops import __version__, paths
+from cozyops.cli import cert as cert_commands
 from cozyops.cli import dns as dns_commands
 from cozyops.cli import lab as lab_commands
 from cozyops.cli.render import err_console, settings
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_commands.app, name="lab")
 app.add_typer(dns_commands.app, name="dns")
+app.add_typer(cert_commands.app, name="cert")
 
 log = logging.getLogger("cozyops")
 

@@ -367,24 +367,42 @@ class Rfc2136:
             raise self._error(f"{fqdn} is not in the zone")
         return name[: -len(self.zone) - 1]
 
-    def _txt(self, fqdn: str, value: str, ttl: int, delete: bool) -> None:
-        builder = wire.UpdateBuilder(wire.Encoder())
-        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        builder.add_txt(self._relative(fqdn), text, ttl, delete)
+    def change_txts(self, adds: list[tuple[str, str, int]] = (), deletes: list[tuple[str, str]] = ()) -> int:
+        """Add (fqdn, value, ttl) and delete (fqdn, value) TXT values, each beside the others at its name,
+        in as few UPDATE messages as fit (one message carries those of about 250 certificates).
+
+        Returns the number of messages sent. A message applies whole or not at all; when one fails,
+        the error says so and the values of the messages before it stay (callers clean up).
+        """
+        items = [(fqdn, value, ttl, False) for fqdn, value, ttl in adds]
+        items += [(fqdn, value, 0, True) for fqdn, value in deletes]
+        if not items:
+            return 0
+        builders: list[wire.UpdateBuilder] = []
+        builder = None
+        encoder = wire.Encoder()
+        for fqdn, value, ttl, delete in items:
+            if builder is None or builder.size > BATCH_BYTES:
+                builder = wire.UpdateBuilder(encoder)
+                builders.append(builder)
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            builder.add_txt(self._relative(fqdn), text, ttl, delete)
         try:
             with socket.create_connection((self._address(), self.port), timeout=self.timeout) as connection:
-                rcode = self._send(connection, builder)
+                for builder in builders:
+                    rcode = self._send(connection, builder)
+                    if rcode != dns.rcode.NOERROR:
+                        raise self._rcode_error(rcode, "update")
         except DnsError:
             raise
         except Exception as error:  # noqa: BLE001
             raise self.explain(error) from None
-        if rcode != dns.rcode.NOERROR:
-            raise self._rcode_error(rcode, "update")
+        return len(builders)
 
     def present_txt(self, fqdn: str, value: str, ttl: int = 60) -> None:
         """Add the TXT value at ``fqdn`` beside any others (apex and wildcard need two at one name)."""
-        self._txt(fqdn, value, ttl, delete=False)
+        self.change_txts(adds=[(fqdn, value, ttl)])
 
     def cleanup_txt(self, fqdn: str, value: str) -> None:
         """Remove this TXT value only; the other values at ``fqdn`` stay."""
-        self._txt(fqdn, value, 0, delete=True)
+        self.change_txts(deletes=[(fqdn, value)])

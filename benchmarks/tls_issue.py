@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Benchmark: wildcard certificates by cozyops against certbot with certbot-dns-rfc2136.
+
+Run as root, in a checkout, after `./dev venv` (or `sudo ./dev test` once) and `cozyops lab setup`:
+
+    sudo .venv/bin/python benchmarks/tls_issue.py [--many 200] [--single 5] [--loop 20]
+
+certbot and its plugin are pinned below (CERTBOT) and installed once, by pip from PyPI, into a
+virtual environment of their own (``$XDG_CACHE_HOME/cozyops/bench-certbot``): certbot pins its own
+``acme``, which differs from cozyops'. In one run, on a lab of its own (brought up in a temporary
+directory and purged at the end), each against the lab's pebble and BIND, timed by the wall clock
+from process start:
+
+1. one certificate (``X.ZONE`` + ``*.X.ZONE``), each run after 1.5 s without changes to the zone
+   (see QUIET): ``cozyops cert issue X.ZONE`` and the same through the library in process against
+   ``certbot certonly --authenticator dns-rfc2136 --dns-rfc2136-propagation-seconds 0`` with a
+   fresh configuration directory (so an account is registered, as cozyops checks its own);
+   ``--single`` runs each, the median;
+2. ``--many`` per-instance wildcard certificates: one ``cozyops cert issue`` for a fleet of that
+   many nested instances, against a certbot loop (one ``certbot certonly`` per certificate, one
+   configuration directory for the loop: the account is registered once) over a sample of
+   ``--loop`` certificates; per certificate.
+
+Targets (issue 6): one certificate in at most 0.1x certbot's time; many at least 100x faster per
+certificate than the certbot loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from cozyops import files, paths  # noqa: E402
+from cozyops.dns import tsig  # noqa: E402
+from cozyops.lab import netns  # noqa: E402
+from cozyops.lab.lab import Lab  # noqa: E402
+
+CERTBOT = ["certbot==5.8.0", "certbot-dns-rfc2136==5.8.0"]
+TARGET_SINGLE = 0.1
+TARGET_MANY = 100
+# Seconds between single-certificate runs (not timed): the lab's Knot, secondary of the zone, takes
+# a change that follows another within a second only ~0.7 s after the NOTIFY, and cozyops waits
+# until every authoritative server serves the challenges (certbot waits for none).
+QUIET = 1.5
+
+
+def certbot_venv() -> Path:
+    venv = paths.cache_dir() / "bench-certbot"
+    stamp = venv / "installed.txt"
+    if stamp.exists() and stamp.read_text().split() == CERTBOT:
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    print(f"installing {' '.join(CERTBOT)} into {venv} ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/pip"), "install", "-q", *CERTBOT], check=True)
+    stamp.write_text(" ".join(CERTBOT) + "\n")
+    return venv
+
+
+def write_fleet(root: Path, lab: Lab, domains: list[str]) -> Path:
+    (root / "group_vars").mkdir(parents=True)
+    tsig.write(root / "secrets/tsig.key", lab.key())
+    files.private_dir(root / "secrets")
+    files.write_atomic(root / "secrets/ca.pem", lab.pebble().ca_bundle.read_bytes())
+    group_vars = {
+        "cozy_fleet_name": f"bench-{root.name}",
+        "cozy_zone": lab.spec.zone,
+        "cozy_subdomains": "nested",
+        "cozy_dns": {"provider": "rfc2136", "server": lab.spec.bind_address, "tsig_key_file": "secrets/tsig.key"},
+        "cozy_acme": {"directory": lab.spec.acme_directory, "email": f"admin@{lab.spec.zone}",
+                      "ca_bundle": "secrets/ca.pem", "concurrency": 32},
+    }
+    (root / "group_vars/all.yml").write_text(yaml.safe_dump(group_vars))
+    (root / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"h1": {"ansible_host": "192.0.2.10"}}}}))
+    (root / "instances.yml").write_text(yaml.safe_dump(
+        {"instances": [{"domain": domain, "server": "h1"} for domain in domains]}))
+    return root
+
+
+def timed(lab: Lab, argv: list[str], env: dict | None = None) -> tuple[float, str]:
+    def run() -> tuple[float, str]:
+        started = time.perf_counter()
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise SystemExit(f"{' '.join(argv[:4])} ... failed ({result.returncode}): "
+                             f"{(result.stderr or result.stdout).strip()[-2000:]}")
+        return seconds, result.stdout
+
+    return netns.inside(lab.spec.netns, run)
+
+
+def cozyops_library(lab: Lab, fleet: Path, name: str) -> float:
+    """One certificate through the library in this process (what `cert issue` does after start-up):
+    fleet loaded, account checked with the CA, order, DNS, validation, files and metadata."""
+    from cozyops import inventory
+    from cozyops.tls.manager import CertManager
+
+    def run() -> float:
+        started = time.perf_counter()
+        manager = CertManager(inventory.load(fleet))
+        result = manager.execute(manager.plan([name]).todo)
+        seconds = time.perf_counter() - started
+        manager.close()
+        if list(result.issued) != [name]:
+            raise SystemExit(f"cozyops (library) did not issue {name}: {result.failed}")
+        return seconds
+
+    return netns.inside(lab.spec.netns, run)
+
+
+def cozyops_issue(lab: Lab, fleet: Path, names: list[str]) -> tuple[float, dict]:
+    argv = [sys.executable, "-m", "cozyops", "cert", "issue", "--json", "--fleet", str(fleet), *names]
+    seconds, out = timed(lab, argv)
+    report = json.loads(out)
+    if report["failed"] or len(report["issued"]) != (len(names) or len(report["issued"])):
+        raise SystemExit(f"cozyops cert issue did not issue everything: {report['failed']}")
+    return seconds, report
+
+
+class Certbot:
+    def __init__(self, lab: Lab, venv: Path, workdir: Path) -> None:
+        self.lab, self.venv, self.workdir = lab, venv, workdir
+        key = lab.key()
+        self.ini = workdir / "rfc2136.ini"
+        files.write_private(self.ini, (
+            f"dns_rfc2136_server = {lab.spec.bind_address}\ndns_rfc2136_port = 53\n"
+            f"dns_rfc2136_name = {key.name}\ndns_rfc2136_secret = {key.secret}\n"
+            f"dns_rfc2136_algorithm = {key.algorithm.upper()}\n"))
+        self.env = {**os.environ, "REQUESTS_CA_BUNDLE": str(lab.pebble().ca_bundle)}
+
+    def issue(self, domain: str, config: Path) -> float:
+        argv = [str(self.venv / "bin/certbot"), "certonly", "--non-interactive", "--agree-tos",
+                "-m", f"admin@{self.lab.spec.zone}", "--no-eff-email", "--server", self.lab.spec.acme_directory,
+                "--config-dir", str(config / "config"), "--work-dir", str(config / "work"),
+                "--logs-dir", str(config / "logs"), "--authenticator", "dns-rfc2136",
+                "--dns-rfc2136-credentials", str(self.ini), "--dns-rfc2136-propagation-seconds", "0",
+                "--key-type", "ecdsa", "--cert-name", domain, "-d", domain, "-d", f"*.{domain}"]
+        seconds, _ = timed(self.lab, argv, self.env)
+        if not (config / "config/live" / domain / "fullchain.pem").exists():
+            raise SystemExit(f"certbot issued no certificate for {domain}")
+        return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--many", type=int, default=200, help="certificates in the concurrent run (default 200)")
+    parser.add_argument("--single", type=int, default=5, help="runs of one certificate, each tool (default 5)")
+    parser.add_argument("--loop", type=int, default=20, help="certbot loop sample (default 20)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (the lab needs it): sudo .venv/bin/python benchmarks/tls_issue.py")
+    venv = certbot_venv()
+    workdir = Path(tempfile.mkdtemp(prefix="cozyops-bench-tls-"))
+    os.environ["XDG_STATE_HOME"] = str(workdir / "state")
+    lab = Lab.open(f"bench{secrets.token_hex(2)}", workdir / "lab")
+    t = secrets.token_hex(2)
+    zone = None
+    try:
+        print("bringing up a lab of its own ...", file=sys.stderr)
+        lab.up(hosts_wanted=0)
+        zone = lab.spec.zone
+        certbot = Certbot(lab, venv, workdir)
+
+        # 1. one certificate
+        singles = [f"s{i}{t}.{zone}" for i in range(args.single)]
+        inproc = [f"p{i}{t}.{zone}" for i in range(args.single)]
+        fleet1 = write_fleet(workdir / "one", lab, singles + inproc)
+        ours1, lib1 = [], []
+        for name in singles:
+            time.sleep(QUIET)
+            ours1.append(cozyops_issue(lab, fleet1, [name])[0])
+        for name in inproc:
+            time.sleep(QUIET)
+            lib1.append(cozyops_library(lab, fleet1, name))
+        theirs1 = [certbot.issue(f"c{i}{t}.{zone}", workdir / f"certbot-single-{i}") for i in range(args.single)]
+
+        # 2. many certificates
+        many = [f"m{i:04d}{t}.{zone}" for i in range(args.many)]
+        fleet2 = write_fleet(workdir / "many", lab, many)
+        ours_many, report = cozyops_issue(lab, fleet2, [])
+        if len(report["issued"]) != args.many:
+            raise SystemExit(f"cozyops issued {len(report['issued'])} of {args.many}")
+        loop = [certbot.issue(f"l{i:04d}{t}.{zone}", workdir / "certbot-loop") for i in range(args.loop)]
+    finally:
+        lab.down(purge=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ours1_median, theirs1_median = statistics.median(ours1), statistics.median(theirs1)
+    lib1_median = statistics.median(lib1)
+    per_ours, per_theirs = ours_many / args.many, statistics.mean(loop)
+    single_ratio, many_ratio = ours1_median / theirs1_median, per_theirs / per_ours
+    lib_ratio = lib1_median / theirs1_median
+    print(f"one wildcard certificate (median of {args.single}):")
+    print(f"  certbot + dns-rfc2136 (process): {theirs1_median:.3f} s")
+    print(f"  cozyops cert issue (process): {ours1_median:.3f} s, {single_ratio:.3f}x certbot's time "
+          f"(target <= {TARGET_SINGLE}x){'' if single_ratio <= TARGET_SINGLE else '  MISSED'}")
+    print(f"  cozyops library, in process (no interpreter start-up and imports): {lib1_median:.3f} s, "
+          f"{lib_ratio:.3f}x certbot's time{'' if lib_ratio <= TARGET_SINGLE else '  MISSED'}")
+    print(f"{args.many} wildcard certificates, one per instance:")
+    print(f"  cozyops cert issue: {ours_many:.2f} s, {per_ours * 1000:.1f} ms per certificate "
+          f"({args.many / ours_many:.1f} certificates/s)")
+    print(f"  certbot loop (sample of {args.loop}): mean {per_theirs:.3f} s, median {statistics.median(loop):.3f} s "
+          "per certificate")
+    print(f"  ratio per certificate: {many_ratio:.0f}x faster (target >= {TARGET_MANY}x)"
+          f"{'' if many_ratio >= TARGET_MANY else '  MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

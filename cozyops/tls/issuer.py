@@ -1,0 +1,409 @@
+"""The ACME issuer, on certbot's ``acme`` library: account, orders, adaptive polling, ARI.
+
+- **Account**: one per directory, an ES256 key in ``<state>/acme/<directory id>/account.key``
+  (0600). At every start the key is presented to ``newAccount``: the CA answers with the existing
+  account, or registers it again when it no longer knows it (a restarted pebble). EAB when the
+  fleet gives a key id and HMAC key.
+- **Orders**: a fresh key per certificate (ECDSA P-256, or RSA 2048 on request), never reused.
+- **Polling**: the library's ``poll_and_finalize`` sleeps a fixed second per step; here polls
+  start short (50 ms on a private CA, 500 ms on a public one), back off by 1.5x to 2 s, and wait
+  at least what a ``Retry-After`` header asks.
+- **Threads**: the account and the directory are shared; each thread has its own HTTP session.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import josepy as jose
+import requests
+from acme import challenges, client, crypto_util, errors, messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from cozyops import files
+from cozyops.errors import CozyopsError
+from cozyops.model import ACME_DIRECTORIES
+from cozyops.tls.policy import Window
+
+USER_AGENT = "cozyops"
+# A CA may reject any nonce (pebble: a set share of them): 25 in a row is 1 in 33 million at 50 %.
+BAD_NONCE_RETRIES = 25
+POLL_CAP = 2.0
+
+
+class AcmeError(CozyopsError):
+    """The CA refused or failed (names the directory or the certificate; never a key)."""
+
+
+def directory_url(name: str) -> str:
+    return ACME_DIRECTORIES.get(name, name)
+
+
+def is_public(url: str) -> bool:
+    return url in ACME_DIRECTORIES.values()
+
+
+def directory_id(url: str) -> str:
+    """A directory's own folder name: its host and a digest of its URL."""
+    host = urlsplit(url).hostname or "directory"
+    return f"{host}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+def new_key(key_type: str = "ecdsa"):
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+class Network(client.ClientNetwork):
+    """``ClientNetwork`` that retries a rejected nonce more than once (CAs may reject any nonce).
+
+    Without proxy variables in the environment, requests' per-request look-ups of the environment
+    and ~/.netrc are skipped (the CA bundle is passed explicitly): a tenth of the client's time
+    when many orders run at once.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(os.environ.get(name) for name in PROXY_VARIABLES):
+            self.session.trust_env = False
+
+    def post(self, *args, **kwargs):
+        for attempt in range(BAD_NONCE_RETRIES):
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as error:
+                if error.code != "badNonce" or attempt == BAD_NONCE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Poller:
+    """Adaptive delays: start short, back off, honour ``Retry-After``."""
+
+    start: float = 0.05
+    factor: float = 1.5
+    cap: float = POLL_CAP
+    sleep: object = time.sleep
+    slept: float = 0.0
+
+    def delays(self):
+        delay = self.start
+        while True:
+            yield delay
+            delay = min(delay * self.factor, self.cap)
+
+    @staticmethod
+    def retry_after(response: requests.Response | None) -> float:
+        if response is None:
+            return 0.0
+        when = client.ClientV2.retry_after(response, 0)
+        return max(0.0, (when - datetime.datetime.now()).total_seconds())
+
+    def wait(self, delay: float, response: requests.Response | None, deadline: float) -> None:
+        seconds = max(delay, self.retry_after(response))
+        seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        self.slept += seconds
+        self.sleep(seconds)
+
+
+@dataclass
+class Challenge:
+    """One DNS-01 challenge of an order: the identifier, the TXT value, the challenge body."""
+
+    domain: str  # as ordered: alice.example.org or *.alice.example.org
+    value: str
+    body: messages.ChallengeBody
+    authz: messages.AuthorizationResource
+
+
+@dataclass
+class Order:
+    domains: tuple[str, ...]
+    key_pem: bytes
+    resource: messages.OrderResource
+    challenges: list[Challenge] = field(default_factory=list)
+
+
+@dataclass
+class Certificate:
+    domains: tuple[str, ...]
+    key_pem: bytes
+    fullchain_pem: str
+
+    def leaf(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.fullchain_pem.encode())
+
+
+def _problem(error: messages.Error | None) -> str:
+    if error is None:
+        return "invalid, no reason given"
+    code = error.code or (error.typ or "").rsplit(":", 1)[-1]
+    detail = error.detail or error.title or ""
+    return f"{code}: {detail}".strip(": ")
+
+
+class ValidationFailed(AcmeError):
+    """Some identifiers failed validation: ``failures`` maps each to the CA's reason."""
+
+    def __init__(self, subject: str, failures: dict[str, str]) -> None:
+        self.failures = failures
+        reason = "validation failed for " + "; ".join(f"{name} ({why})" for name, why in failures.items())
+        super().__init__(subject, reason)
+
+
+class Issuer:
+    def __init__(self, directory: str, account_dir: Path, ca_bundle: Path | None = None, email: str | None = None,
+                 eab: tuple[str, Path] | None = None, timeout: float = 30.0, poller: Poller | None = None) -> None:
+        self.url = directory_url(directory)
+        self.account_dir = account_dir
+        self.verify: bool | str = str(ca_bundle) if ca_bundle else True
+        self.email = email
+        self.eab = eab
+        self.timeout = timeout
+        self.poller = poller or Poller(start=0.5 if is_public(self.url) else 0.05)
+        self._local = threading.local()
+        self._new_order_lock = threading.Lock()
+        self.directory: messages.Directory | None = None
+        self.account: messages.RegistrationResource | None = None
+        self.key: jose.JWKEC | None = None
+
+    # -- account -------------------------------------------------------------------------------
+
+    def _error(self, reason: str, hint: str | None = None) -> AcmeError:
+        return AcmeError(f"ACME directory {self.url}", reason, hint)
+
+    def _account_key(self) -> jose.JWKEC:
+        path = self.account_dir / "account.key"
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                raise self._error(f"account key {path} is readable by others", f"chmod 600 {path}")
+            return jose.JWKEC(key=serialization.load_pem_private_key(path.read_bytes(), password=None))
+        files.private_dir(self.account_dir)
+        key = ec.generate_private_key(ec.SECP256R1())
+        files.write_private(path, key_pem(key))
+        return jose.JWKEC(key=key)
+
+    def _network(self) -> Network:
+        net = Network(self.key, account=self.account, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
+                      user_agent=USER_AGENT, timeout=int(self.timeout))
+        return net
+
+    def explain(self, error: BaseException, subject: str | None = None) -> AcmeError:
+        where = subject or f"ACME directory {self.url}"
+        if isinstance(error, AcmeError):
+            return error
+        if isinstance(error, requests.exceptions.SSLError):
+            return AcmeError(where, "TLS verification of the CA failed",
+                             "set cozy_acme.ca_bundle to the CA bundle of a private directory")
+        if isinstance(error, requests.exceptions.ConnectionError):
+            return AcmeError(where, "cannot connect to the CA")
+        if isinstance(error, requests.exceptions.Timeout):
+            return AcmeError(where, f"no answer from the CA within {self.timeout:g} s")
+        if isinstance(error, messages.Error):
+            return AcmeError(where, _problem(error))
+        if isinstance(error, errors.ValidationError):
+            failures = {}
+            for authzr in error.failed_authzrs:
+                for chall in authzr.body.challenges:
+                    if chall.error is not None:
+                        failures[_ident(authzr)] = _problem(chall.error)
+            return ValidationFailed(where, failures)
+        if isinstance(error, errors.Error | ValueError | json.JSONDecodeError):
+            return AcmeError(where, f"{type(error).__name__}: {error}")
+        raise error
+
+    def connect(self) -> Issuer:
+        """Fetch the directory and make sure the CA knows the account (registering it if not)."""
+        if self.account is not None:
+            return self
+        try:
+            self.key = self._account_key()
+            net = self._network()
+            self.directory = client.ClientV2.get_directory(self.url, net)
+            acme = client.ClientV2(self.directory, net)
+            eab = None
+            if self.eab:
+                kid, hmac_file = self.eab
+                eab = messages.ExternalAccountBinding.from_data(
+                    self.key.public_key(), kid, hmac_file.read_text().strip(), self.directory)
+            elif acme.external_account_required():
+                raise self._error("the CA requires external account binding",
+                                  "set cozy_acme.eab_kid and cozy_acme.eab_hmac_key_file")
+            registration = messages.NewRegistration.from_data(
+                email=self.email, terms_of_service_agreed=True, external_account_binding=eab)
+            try:
+                self.account = acme.new_account(registration)
+            except errors.ConflictError as conflict:  # the CA knows the key: that account
+                self.account = messages.RegistrationResource(uri=conflict.location, body=messages.Registration())
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error) from None
+        files.write_private(self.account_dir / "account.json",
+                            json.dumps({"directory": self.url, "uri": self.account.uri}) + "\n")
+        self._local.acme = None
+        return self
+
+    def acme(self) -> client.ClientV2:
+        """This thread's client (its own HTTP session and nonces), on the shared account."""
+        self.connect()
+        acme = getattr(self._local, "acme", None)
+        if acme is None:
+            acme = client.ClientV2(self.directory, self._network())
+            self._local.acme = acme
+        return acme
+
+    @property
+    def renewal_info_url(self) -> str | None:
+        self.connect()
+        try:
+            return self.directory["renewalInfo"]
+        except KeyError:
+            return None
+
+    # -- orders --------------------------------------------------------------------------------
+
+    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa") -> Order:
+        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish."""
+        subject = f"certificate {domains[0]}"
+        key = key_pem(new_key(key_type))
+        try:
+            acme = self.acme()
+            csr = crypto_util.make_csr(key, list(domains))
+            identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains]
+            # One newOrder at a time per directory (the rest of the flow runs concurrently): pebble
+            # deadlocks on concurrent newOrder requests (a recursive read lock of its store while
+            # another newOrder waits to write), and public CAs limit new orders per account anyway.
+            with self._new_order_lock:
+                response = acme._post(self.directory["newOrder"], messages.NewOrder(identifiers=identifiers))
+            body = messages.Order.from_json(response.json())
+            authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url)
+                              for url in body.authorizations]
+            resource = messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                                              authorizations=authorizations, csr_pem=csr)
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, subject) from None
+        order = Order(domains, key, resource)
+        for authz in resource.authorizations:
+            ident = _ident(authz)
+            if authz.body.status == messages.STATUS_VALID:
+                continue
+            for body in authz.body.challenges:
+                if isinstance(body.chall, challenges.DNS01):
+                    order.challenges.append(Challenge(ident, body.chall.validation(self.key), body, authz))
+                    break
+            else:
+                raise AcmeError(subject, f"the CA offers no dns-01 challenge for {ident}")
+        return order
+
+    def answer(self, order: Order) -> None:
+        acme = self.acme()
+        for challenge in order.challenges:
+            try:
+                acme.answer_challenge(challenge.body, challenge.body.chall.response(self.key))
+            except Exception as error:  # noqa: BLE001
+                raise self.explain(error, f"certificate {order.domains[0]}") from None
+
+    def complete(self, order: Order, deadline: float) -> Certificate:
+        """Poll the order until the CA has validated it, finalize, poll, download the chain.
+
+        The order itself is polled (one request a poll, whatever the number of names); only when
+        it turns invalid are its authorizations fetched, for the reason of each failed name.
+        """
+        subject = f"certificate {order.domains[0]}"
+        try:
+            status, data = self._poll_order(order, deadline, subject, waiting_for=("pending",))
+            if status == messages.STATUS_INVALID.name:
+                raise self._validation_failure(order, subject, data)
+            if status == messages.STATUS_READY.name:
+                response = self._finalize(order)
+                status, data = response.json()["status"], response.json()
+                if status != messages.STATUS_VALID.name or "certificate" not in data:
+                    status, data = self._poll_order(order, deadline, subject, ("ready", "processing"), response)
+            if status != messages.STATUS_VALID.name or "certificate" not in data:
+                raise AcmeError(subject, f"the CA left the order {status}: " + _problem(
+                    messages.Error.from_json(data["error"]) if data.get("error") else None))
+            chain = self.acme()._post_as_get(data["certificate"]).text
+            return Certificate(order.domains, order.key_pem, chain)
+        except AcmeError:
+            raise
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, subject) from None
+
+    def _poll_order(self, order: Order, deadline: float, subject: str, waiting_for: tuple[str, ...],
+                    previous: requests.Response | None = None) -> tuple[str, dict]:
+        """Poll the order while its status is one of ``waiting_for``: (status, order JSON)."""
+        acme = self.acme()
+        delays = self.poller.delays()
+        if previous is not None:
+            self.poller.wait(next(delays), previous, deadline)
+        for delay in delays:
+            response = acme._post_as_get(order.resource.uri)
+            data = response.json()
+            if data["status"] not in waiting_for:
+                return data["status"], data
+            if time.monotonic() >= deadline:
+                raise AcmeError(subject, f"order still {data['status']} at the deadline")
+            self.poller.wait(delay, response, deadline)
+        raise AssertionError("unreachable")
+
+    def _finalize(self, order: Order) -> requests.Response:
+        csr = x509.load_pem_x509_csr(order.resource.csr_pem)
+        return self.acme()._post(order.resource.body.finalize, messages.CertificateRequest(csr=csr))
+
+    def _validation_failure(self, order: Order, subject: str, data: dict) -> AcmeError:
+        acme = self.acme()
+        failures: dict[str, str] = {}
+        for challenge in order.challenges:
+            body = messages.Authorization.from_json(acme._post_as_get(challenge.authz.uri).json())
+            if body.status != messages.STATUS_VALID:
+                reasons = [_problem(chall.error) for chall in body.challenges if chall.error is not None]
+                failures[challenge.domain] = "; ".join(reasons) or f"authorization {body.status}"
+        if not failures:
+            error = messages.Error.from_json(data["error"]) if data.get("error") else None
+            return AcmeError(subject, "the CA abandoned the order: " + _problem(error))
+        return ValidationFailed(subject, failures)
+
+    # -- renewal information (RFC 9773) ------------------------------------------------------------
+
+    def renewal_window(self, cert_pem: bytes) -> tuple[Window | None, float]:
+        """The CA's suggested window for this certificate and the seconds to wait before asking again.
+
+        ``(None, 0)`` when the directory offers no renewalInfo.
+        """
+        base = self.renewal_info_url
+        if base is None:
+            return None, 0.0
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        url = base.rstrip("/") + "/" + client._renewal_info_path_component(cert)
+        try:
+            response = self.acme().net.get(url, content_type="application/json")
+            info = messages.RenewalInfo.from_json(response.json())
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, f"renewal information at {url}") from None
+        window = Window(info.suggested_window.start, info.suggested_window.end)
+        retry = client.ClientV2.retry_after(response, 6 * 3600)
+        return window, max(0.0, (retry - datetime.datetime.now()).total_seconds())
+
+
+def _ident(authz: messages.AuthorizationResource) -> str:
+    name = authz.body.identifier.value
+    return f"*.{name}" if authz.body.wildcard else name

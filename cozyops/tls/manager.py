@@ -1,0 +1,278 @@
+"""Certificates of a fleet: what is missing or due, the budget, issuing many at once.
+
+A run works in chunks of at most ``CHUNK`` certificates: their orders are created concurrently
+(``cozy_acme.concurrency`` in flight), every TXT value of the chunk is published in one UPDATE per
+zone, the authoritative servers are waited for once, the challenges are answered and the orders
+completed concurrently, and the values are removed in one UPDATE, whatever happened. A failure
+is per certificate: collected, the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cozyops import state
+from cozyops.dns import propagation
+from cozyops.dns.rfc2136 import Rfc2136
+from cozyops.errors import ConfigError, CozyopsError
+from cozyops.manager import DnsManager
+from cozyops.model import Fleet
+from cozyops.tls import policy
+from cozyops.tls.issuer import Issuer, Order, directory_id, directory_url
+from cozyops.tls.policy import CertSpec
+from cozyops.tls.solver import Dns01Solver
+from cozyops.tls.store import CertStore, Record
+
+CHUNK = 200  # certificates per DNS update (two TXT values each; one message holds ~250)
+ORDER_DEADLINE = 300.0  # seconds for a chunk's validation and finalization
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass
+class Status:
+    spec: CertSpec
+    record: Record | None
+    status: str  # missing, valid, due, expired
+    next_renewal: datetime.datetime | None
+
+
+@dataclass
+class CertPlan:
+    statuses: list[Status]
+    todo: list[tuple[CertSpec, bool]]  # (certificate, is a renewal)
+    verdict: policy.BudgetVerdict
+    directory: str
+
+    @property
+    def refused(self) -> list[CertSpec]:
+        return self.verdict.refused
+
+    def to_json(self) -> dict:
+        refused = {spec.name for spec in self.verdict.refused}
+        return {
+            "directory": self.directory,
+            "issue": [spec.name for spec, renewal in self.todo if not renewal],
+            "renew": [spec.name for spec, renewal in self.todo if renewal],
+            "over_budget": sorted(refused),
+            "budget": {"limit_per_week": self.verdict.limit, "left": self.verdict.left},
+        }
+
+
+@dataclass
+class RunResult:
+    issued: dict[str, Record] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    cleanup_problems: list[str] = field(default_factory=list)
+    dns_messages: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over chunks
+
+    def timed(self, stage: str, since: float) -> float:
+        now = time.monotonic()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - since
+        return now
+
+
+class CertManager:
+    def __init__(self, fleet: Fleet, issuer: Issuer | None = None, solver: Dns01Solver | None = None) -> None:
+        if fleet.acme is None:
+            raise ConfigError(f"fleet {fleet.name}", "cozy_acme: missing (the ACME directory to get certificates from)")
+        self.fleet = fleet
+        self.acme = fleet.acme
+        self.directory = directory_url(self.acme.directory)
+        self.store = CertStore(fleet.state_dir)
+        self._issuer = issuer
+        self._solver = solver
+        self._dns: DnsManager | None = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    @contextlib.contextmanager
+    def locked(self, command: str = "") -> Iterator[None]:
+        with state.fleet_lock(self.fleet.state_dir, self.fleet.name, command):
+            yield
+
+    # -- the seams -----------------------------------------------------------------------------
+
+    def issuer(self) -> Issuer:
+        if self._issuer is None:
+            eab = (self.acme.eab_kid, self.acme.eab_hmac_key_file) if self.acme.eab_kid else None
+            self._issuer = Issuer(self.directory, self.fleet.state_dir / "acme" / directory_id(self.directory),
+                                  self.acme.ca_bundle, self.acme.email, eab)  # type: ignore[arg-type]
+        return self._issuer
+
+    def solver(self) -> Dns01Solver:
+        if self._solver is None:
+            self._dns = DnsManager(self.fleet)
+            dns = self._dns
+
+            def servers_for(provider: Rfc2136) -> list[tuple[str, str]]:
+                if provider.zone == self.fleet.zone:
+                    return dns.servers()
+                data = provider.read()
+                return propagation.authoritative_servers(provider.zone, (), data.nameservers(), data.addresses)
+
+            self._solver = Dns01Solver(dns.challenges(), servers_for, self.fleet.dns.propagation_timeout)
+        return self._solver
+
+    # -- what to do ----------------------------------------------------------------------------
+
+    def specs(self, names: list[str] | None = None) -> list[CertSpec]:
+        every = policy.cert_specs(self.fleet)
+        if not names:
+            return every
+        chosen: dict[str, CertSpec] = {}
+        for name in names:
+            spec = policy.spec_for(self.fleet, name, every)
+            if spec is None:
+                raise ConfigError(f"certificate {name}", "neither a certificate nor an instance of the fleet",
+                                  "`cozyops cert ls` lists them")
+            chosen[spec.name] = spec
+        return list(chosen.values())
+
+    def statuses(self, specs: list[CertSpec], now: datetime.datetime | None = None) -> list[Status]:
+        now = now or now_utc()
+        records = self.store.records()
+        found = []
+        for spec in specs:
+            record = records.get(spec.name)
+            if record is None or set(record.domains) != set(spec.domains):
+                found.append(Status(spec, record, "missing", None))
+                continue
+            when = policy.renewal_time(record.not_before, record.not_after, record.ari)
+            status = "expired" if now >= record.not_after else "due" if now >= when else "valid"
+            found.append(Status(spec, record, status, when))
+        return found
+
+    def refresh_renewal_info(self, specs: list[CertSpec], progress: Progress = _quiet) -> int:
+        """Ask the CA's renewalInfo (RFC 9773) for certificates whose next check has come; returns how many."""
+        issuer = self.issuer()
+        if issuer.renewal_info_url is None:
+            return 0
+        records = self.store.records()
+        now = now_utc()
+        wanted = [spec for spec in specs if spec.name in records and now < records[spec.name].not_after
+                  and (records[spec.name].ari_next_check is None or records[spec.name].ari_next_check <= now)]
+        for done, spec in enumerate(wanted, 1):
+            cert_pem = self.store.fullchain(spec.name).read_bytes()
+            window, retry = issuer.renewal_window(cert_pem)
+            self.store.set_ari(spec.name, window, now + datetime.timedelta(seconds=retry))
+            progress("renewal info", done, len(wanted))
+        return len(wanted)
+
+    def plan(self, names: list[str] | None = None, renew_only: bool = False, force: bool = False,
+             progress: Progress = _quiet) -> CertPlan:
+        """Missing (unless ``renew_only``) and due certificates, within the weekly budget."""
+        specs = self.specs(names)
+        if any(spec.name in self.store.records() for spec in specs):
+            self.refresh_renewal_info(specs, progress)
+        statuses = self.statuses(specs)
+        todo: list[tuple[CertSpec, bool]] = []
+        for status in statuses:
+            if status.status == "missing" and not renew_only:
+                todo.append((status.spec, False))
+            elif status.status in ("due", "expired") or (force and status.status == "valid"):
+                todo.append((status.spec, True))
+        limit = policy.budget_limit(self.directory, self.acme.budget)
+        verdict = policy.budget([spec for spec, _ in todo], self.store.history(self.directory), limit, now_utc())
+        refused = {spec.name for spec in verdict.refused}
+        exempt = {spec.name for spec in verdict.renewals}  # the same names were issued before
+        return CertPlan(statuses, [(spec, renewal or spec.name in exempt) for spec, renewal in todo
+                                   if spec.name not in refused], verdict, self.directory)
+
+    # -- doing it ------------------------------------------------------------------------------
+
+    def execute(self, todo: list[tuple[CertSpec, bool]], progress: Progress = _quiet) -> RunResult:
+        result = RunResult()
+        started = time.monotonic()
+        if not todo:
+            return result
+        self.issuer().connect()
+        done = 0
+        for index in range(0, len(todo), CHUNK):
+            chunk = todo[index:index + CHUNK]
+            self._chunk(chunk, result, lambda n, total=len(todo), base=done: progress("issue", base + n, total))
+            done += len(chunk)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _chunk(self, chunk: list[tuple[CertSpec, bool]], result: RunResult, progress: Callable[[int], None]) -> None:
+        solver, issuer = self.solver(), self.issuer()
+        renewal = {spec.name: is_renewal for spec, is_renewal in chunk}
+        mark = time.monotonic()
+        # 1. where each challenge goes (before asking the CA anything): an unpublishable name fails alone
+        ready: list[CertSpec] = []
+        for spec, _ in chunk:
+            try:
+                for domain in spec.domains:
+                    solver.target(domain)
+                ready.append(spec)
+            except CozyopsError as error:
+                result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
+        mark = result.timed("targets", mark)
+        # 2. orders, concurrently
+        orders: dict[str, Order] = {}
+        with ThreadPoolExecutor(self.acme.concurrency) as pool:
+            futures = {spec.name: pool.submit(issuer.order, spec.domains, self.acme.key_type) for spec in ready}
+            for name, future in futures.items():
+                try:
+                    orders[name] = future.result()
+                except CozyopsError as error:
+                    result.failed[name] = error.reason
+        mark = result.timed("orders", mark)
+        # 3. every TXT value of the chunk at once; then wait; answer; complete; always clean up
+        items = [(challenge.domain, challenge.value) for order in orders.values() for challenge in order.challenges]
+        published = None
+        try:
+            try:
+                published = solver.publish(items)
+                result.dns_messages += published.messages
+                mark = result.timed("publish", mark)
+                solver.wait(published)
+                mark = result.timed("propagation", mark)
+            except CozyopsError as error:
+                for name in orders:
+                    result.failed[name] = f"DNS-01 challenge: {error}"
+                return
+            deadline = time.monotonic() + ORDER_DEADLINE
+
+            def finish(name: str, order: Order) -> Record:
+                issuer.answer(order)
+                certificate = issuer.complete(order, deadline)
+                return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
+                                        self.acme.key_type)
+
+            with ThreadPoolExecutor(self.acme.concurrency) as pool:
+                futures = {name: pool.submit(finish, name, order) for name, order in orders.items()}
+                count = 0
+                for name, future in futures.items():
+                    try:
+                        result.issued[name] = future.result()
+                    except CozyopsError as error:
+                        result.failed[name] = error.reason
+                        continue
+                    count += 1
+                    progress(count)
+            self.store.record([(record, renewal[name]) for name, record in result.issued.items()
+                               if name in orders])
+            mark = result.timed("validation", mark)
+        finally:
+            if published is not None:
+                result.cleanup_problems += solver.cleanup(published)
+                result.dns_messages += len(published.values)
+                result.timed("cleanup", mark)
