@@ -210,8 +210,8 @@ class SshTransport:
             yield forward
         finally:
             stop.set()
+            acceptor.join(timeout=2)  # it polls every 0.2 s: never close the listener under its accept()
             listener.close()
-            acceptor.join(timeout=2)
 
     def _accept(self, listener: socket.socket, forward: Forward, stop: threading.Event) -> None:
         listener.settimeout(0.2)
