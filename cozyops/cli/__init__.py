@@ -14,6 +14,7 @@ import typer
 from cozyops import __version__, paths
 from cozyops.cli import dns as dns_commands
 from cozyops.cli import lab as lab_commands
+from cozyops.cli import v2 as v2_commands
 from cozyops.cli.render import err_console, settings
 from cozyops.errors import CozyopsError
 
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_commands.app, name="lab")
 app.add_typer(dns_commands.app, name="dns")
+app.add_typer(v2_commands.app, name="v2")
 
 log = logging.getLogger("cozyops")
 
