@@ -187,7 +187,7 @@ def _import_on(name: str, searching: bool, root: Path, export: Path, found: impo
                              max(found.file_bytes - ledger.imported_bytes(), 0), report.domain)
         public = PublicClient(public_port.url, report.domain)
         stack_.callback(public.close)
-        target = importer.Target(report.domain, public, lambda: admin.token(report.domain))
+        target = importer.Target(report.domain, public, lambda: admin.token(report.domain, importer.SCOPE))
         ledger.start(str(export))
         with _progress(found.file_bytes, f"importing into {report.domain}") as bar:
             task = bar.add_task("import", total=found.file_bytes, items=0)

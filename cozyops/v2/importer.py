@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 SPOOL_IN_MEMORY = 8 << 20
+SCOPE = "io.cozy.files io.cozy.contacts io.cozy.contacts.groups io.cozy.photos.albums"
 TOKEN_LIFETIME = 25 * 60  # CLI tokens last 30 minutes: renew well before
 MAX_CONFLICTS = 1000
 
