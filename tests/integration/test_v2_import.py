@@ -20,28 +20,16 @@ import time
 
 import pytest
 
-from cozyops.lab import netns, stack
-from cozyops.stack import AdminClient, PublicClient
-from cozyops.transport import SshTransport
+from cozyops.stack import PublicClient
 from tests.integration.test_stack import stack_lab  # noqa: F401 - the module fixture that brings the stack up
+from tests.integration.test_stack import with_clients as stack_clients
 from tests.v2export import Export, realistic
 
 pytestmark = pytest.mark.lab
 
 
-def with_clients(lab, domain: str, work, host: str = "h1"):
-    def inside():
-        with SshTransport(lab.ssh_target(host)) as ssh:
-            with ssh.forward(stack.ADMIN_PORT) as admin_port, ssh.forward(stack.PUBLIC_PORT) as public_port:
-                admin = AdminClient(admin_port.url, stack.admin_passphrase(ssh))
-                public = PublicClient(public_port.url, domain)
-                try:
-                    return work(admin, public)
-                finally:
-                    admin.close()
-                    public.close()
-
-    return netns.inside(lab.spec.netns, inside)
+def with_clients(lab, domain: str, work):
+    return stack_clients(lab, "h1", domain, work)
 
 
 def new_instance(lab, disk_quota: int = 0) -> str:
