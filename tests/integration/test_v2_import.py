@@ -195,3 +195,53 @@ def test_refused_archive_exits_1_and_writes_nothing(stack_lab, tmp_path):  # noq
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"cozyops: error: export {path}: truncated")
     assert read_state(stack_lab, domain)["files"] == {}
+
+
+DEPTH = 100  # 500 levels are read and converted (unit tests); the double is slow that deep (see the report)
+
+
+def hostile_export() -> Export:
+    export = Export().folder("", "Keep").file("/Keep", "ok.txt", b"ok")
+    export.entry("files/../../outside.txt", b"escape")
+    export.entry("/etc/cozyops-absolute", b"abs")
+    export.entry("files/Keep/link", typeflag=b"2", linkname=b"/etc/passwd")
+    export.entry("files/Keep/hard", typeflag=b"1", linkname=b"files//Keep/ok.txt")
+    export.entry("files/Keep/null", typeflag=b"3", devmajor=1)
+    export.entry("files/Keep/fifo", typeflag=b"6")
+    export.entry(b"files/Keep/caf\xe9.txt", b"latin-1 name")
+    export.file("/Keep", "twice.txt", b"first").file("/Keep", "twice.txt", b"second")
+    parent = "/Deep"
+    export.folder("", "Deep")
+    for depth in range(DEPTH):
+        export.folder(parent, f"{depth}")
+        parent += f"/{depth}"
+    export.file(parent, "bottom.txt", b"bottom")
+    export.photos_folder().photo("p.jpg", b"\xff\xd8photo")
+    export.albums([{"_id": "a1", "name": "A"}], [export.reference("p.jpg", "a1"), "{not json",
+                                                 {"albumid": "a1", "filepath": "../../../etc/passwd"},
+                                                 "[" * 5000 + "]" * 5000])
+    export.contacts_folder().entry("contacts/Contact_garbage.vcf", b"\x00\x01 not a vcard")
+    return export
+
+
+def test_hostile_export_gives_each_outcome_and_writes_only_under_the_target(stack_lab, tmp_path):  # noqa: F811
+    path = hostile_export().write(tmp_path / "hostile.tar.gz")
+    domain = new_instance(stack_lab)
+    result = cli(stack_lab, "v2", "import", str(path), "--to", domain, "--directory", "/Target", "--json",
+                 timeout=900)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    skipped = {i["reason"] for i in report["items"] if i["outcome"] == "skipped"}
+    for reason in ("name leaves the destination (..)", "absolute name", "symbolic link", "hard link", "device",
+                   "FIFO", "name is not valid UTF-8", "not valid JSON", "filepath leaves the export (..)"):
+        assert reason in skipped, reason
+    assert any(r.startswith("not a vCard") or r == "not valid UTF-8" for r in skipped)
+    state = read_state(stack_lab, domain)
+    assert all(p.startswith("/Target/") for p in state["files"]), [p for p in state["files"] if "/Target/" not in p]
+    assert state["files"]["/Target/Keep/twice.txt"][0] == md5(b"first")
+    assert state["files"]["/Target/Keep/twice (2).txt"][0] == md5(b"second")
+    deep = "/Target/Deep/" + "/".join(str(d) for d in range(DEPTH)) + "/bottom.txt"
+    assert state["files"][deep][0] == md5(b"bottom")
+    photo = next(refs for p, (_, refs) in state["files"].items() if p.endswith("/p.jpg"))
+    assert len(photo) == 1
+    assert not os.path.exists("/outside.txt") and not os.path.exists("/etc/cozyops-absolute")
