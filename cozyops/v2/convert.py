@@ -75,9 +75,35 @@ class BadLine:
     reason: str
 
 
-def ndjson(data: bytes) -> Iterator[tuple[int, dict | BadLine]]:
+MAX_LINE = 1 << 20
+
+
+def lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[bytes | None]:
+    """The LF-separated lines of a stream of chunks (the last one may lack its LF), memory bounded:
+    a line longer than ``max_line`` is given as None (and not kept)."""
+    pending = b""
+    too_long = False
+    for chunk in chunks:
+        pending += chunk
+        while True:
+            cut = pending.find(b"\n")
+            if cut < 0:
+                break
+            yield None if too_long else pending[:cut]
+            pending, too_long = pending[cut + 1:], False
+        if len(pending) > max_line:
+            pending, too_long = b"", True
+    if pending or too_long:
+        yield None if too_long else pending
+
+
+def ndjson(data: bytes | Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[tuple[int, dict | BadLine]]:
     """Each non-empty line (1-based number) as a JSON object, or why it is not one."""
-    for number, raw in enumerate(data.split(b"\n"), 1):
+    chunks = [data] if isinstance(data, bytes) else data
+    for number, raw in enumerate(lines(chunks, max_line), 1):
+        if raw is None:
+            yield number, BadLine(number, f"line longer than {max_line} bytes")
+            continue
         if not raw.strip():
             continue
         try:

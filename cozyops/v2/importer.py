@@ -23,7 +23,7 @@ import posixpath
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ SPOOL_IN_MEMORY = 8 << 20
 SCOPE = "io.cozy.files io.cozy.contacts io.cozy.contacts.groups io.cozy.photos.albums"
 TOKEN_LIFETIME = 25 * 60  # CLI tokens last 30 minutes: renew well before
 MAX_CONFLICTS = 1000
+MAX_VCF = 16 << 20  # a .vcf larger than this is skipped (reported)
+MAX_EVENT = 16 << 20  # an event document larger than this stays a file only
 
 CONVERTED, RENAMED, KEPT, SKIPPED, ALREADY = "converted", "renamed", "kept as file", "skipped", "already imported"
 
@@ -114,7 +116,7 @@ def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], 
             result.folders += item.parts[0] == "files"
             continue
         top = item.parts[0]
-        data = None
+        read = False
         if top == "files":
             result.files += 1
             result.file_bytes += item.size
@@ -125,16 +127,15 @@ def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], 
         elif top == "contacts" and item.parts[-1].endswith(".vcf"):
             result.contacts += 1
         elif item.path in ("albums/albums.json", "albums/references.json"):
-            data = _read_all(item)
-            lines = list(convert.ndjson(data))
-            bad = [value for _, value in lines if isinstance(value, convert.BadLine)]
-            if item.path.endswith("albums.json"):
-                result.albums_lines += len(lines)
-            else:
-                result.references_lines += len(lines)
-            for line in bad:
-                result.problems.append({"member": item.path, "problem": f"line {line.line}: {line.reason}"})
-        if data is None and item.stream is not None:
+            read = True
+            for _, value in convert.ndjson(_chunks(item)):
+                if item.path.endswith("albums.json"):
+                    result.albums_lines += 1
+                else:
+                    result.references_lines += 1
+                if isinstance(value, convert.BadLine):
+                    result.problems.append({"member": item.path, "problem": f"line {value.line}: {value.reason}"})
+        if not read and item.stream is not None:
             _drain(item)
         if progress:
             progress(item.size)
@@ -147,6 +148,12 @@ def _read_all(item: Member, limit: int = 256 << 20) -> bytes:
         raise CozyopsError(f"member {printable(item.name)}", f"larger than {limit} bytes")
     assert item.stream is not None
     return item.stream.read()
+
+
+def _chunks(item: Member) -> Iterator[bytes]:
+    assert item.stream is not None
+    while chunk := item.stream.read(CHUNK):
+        yield chunk
 
 
 def _drain(item: Member) -> None:
@@ -274,7 +281,7 @@ class Importer:
         elif item.path == "albums/albums.json":
             self.albums_file(item, name)
         elif item.path == "albums/references.json":
-            for number, line in convert.ndjson(_read_all(item)):
+            for number, line in convert.ndjson(_chunks(item)):
                 source = f"{name} line {number}"
                 ref = line if isinstance(line, convert.BadLine) else convert.reference_from(line)
                 if isinstance(ref, convert.Reference):
@@ -346,8 +353,8 @@ class Importer:
         kind = "photo" if item.parts[1] == "Photos" else ("archive" if archive else "file")
         done = None if self.dry else self.ledger.get(key)
         if done:
-            if archive and item.parts[2] == "event":
-                self._event_seen(item, name, _read_all(item, limit=64 << 20))  # its calendar is written again
+            if archive and item.parts[2] == "event" and item.size <= MAX_EVENT:
+                self._event_seen(item, name, _read_all(item, limit=MAX_EVENT))  # its calendar is written again
             else:
                 _drain(item)
             self.progress(item.size, 0)
@@ -363,7 +370,7 @@ class Importer:
         try:
             if archive and item.parts[2] == "event":
                 spool.file.seek(0)
-                self._event_seen(item, name, spool.file.read(64 << 20))
+                self._event_seen(item, name, spool.file.read(MAX_EVENT + 1))
                 spool.file.seek(0)
             final = self.upload(key, parent, parts[-1], spool, name, kind)
         finally:
@@ -419,6 +426,9 @@ class Importer:
 
     def _event_seen(self, item: Member, name: str, data: bytes) -> None:
         """Keep an event for its calendar (spooled to the scratch space as JSON lines)."""
+        if len(data) > MAX_EVENT:
+            self.report.add(name, "event", SKIPPED, reason=f"larger than {MAX_EVENT} bytes: kept as a file only")
+            return
         try:
             event = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -466,7 +476,7 @@ class Importer:
     # -- albums -----------------------------------------------------------------------------
 
     def albums_file(self, item: Member, name: str) -> None:
-        for number, line in convert.ndjson(_read_all(item)):
+        for number, line in convert.ndjson(_chunks(item)):
             source = f"{name} line {number}"
             album = line if isinstance(line, convert.BadLine) else convert.album_from(line)
             if not isinstance(album, convert.Album):
@@ -533,7 +543,11 @@ class Importer:
     def contacts(self, item: Member, name: str) -> None:
         self.occurrences[item.path] += 1
         key = convert.member_key(item.path, self.occurrences[item.path])
-        found = convert.contacts_from_vcf(_read_all(item, limit=16 << 20))
+        if item.size > MAX_VCF:
+            _drain(item)
+            self.report.add(name, "contact", SKIPPED, reason=f"larger than {MAX_VCF} bytes")
+            return
+        found = convert.contacts_from_vcf(_read_all(item, limit=MAX_VCF))
         if isinstance(found, str):
             self.report.add(name, "contact", SKIPPED, reason=found)
             return

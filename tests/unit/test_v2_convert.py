@@ -133,3 +133,13 @@ def test_bad_events_are_reported(event):
 @pytest.mark.parametrize(("name", "file"), [("Travail", "Travail.ics"), ("a/b", "a_b.ics"), ("..", "Calendar.ics")])
 def test_calendar_file_names(name, file):
     assert convert.calendar_file_name(name) == file
+
+
+@pytest.mark.parametrize(("chunks", "out"), [
+    ([b'{"a":1}\n{"b":', b'2}'], [{"a": 1}, {"b": 2}]),
+    ([b'{"a":1}\n', b"x" * 40, b"y" * 40, b'\n{"c":3}\n'], [{"a": 1}, "line longer than 64 bytes", {"c": 3}]),
+    ([b"z" * 100], ["line longer than 64 bytes"]),
+])
+def test_ndjson_streams_lines_with_a_length_limit(chunks, out):
+    got = [v if isinstance(v, dict) else v.reason for _, v in convert.ndjson(iter(chunks), max_line=64)]
+    assert got == out

@@ -81,3 +81,19 @@ def test_token_renewed_before_thirty_minutes():
     assert len(minted) == 1
     now[0] = 26 * 60
     assert target.client().http.session.headers["Authorization"] == "Bearer t2"
+
+
+def test_hundred_thousand_folders_and_five_hundred_levels(tmp_path):
+    export = Export()
+    for top in range(100):
+        export.folder("", f"t{top}")
+        for sub in range(999):
+            export.folder(f"/t{top}", f"s{sub}")
+    parent = ""
+    for depth in range(500):
+        export.folder(parent, f"d{depth}")
+        parent += f"/d{depth}"
+    export.file(parent, "deep.txt", b"deep")
+    report = dry_run(export.write(tmp_path / "wide.tar.gz"))
+    assert report.counts() == {"converted": 100_000 + 500 + 1}
+    assert report.items[-1].target == "/" + "/".join(f"d{d}" for d in range(500)) + "/deep.txt"
