@@ -97,6 +97,14 @@ class Export:
     def file(self, v2_parent: str, name: str, data: bytes) -> Export:
         return self.entry(f"files/{v2_parent}/{name}", data)
 
+    def nested(self, depth: int, under: str = "", prefix: str = "d") -> str:
+        """``depth`` folders each inside the previous one; returns the v2 path of the deepest."""
+        parent = under
+        for level in range(depth):
+            self.folder(parent, f"{prefix}{level}")
+            parent += f"/{prefix}{level}"
+        return parent
+
     @property
     def photo_dir(self) -> str:
         return f"Photos/{PHOTO_DIRS[self.locale]}/"

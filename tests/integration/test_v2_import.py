@@ -210,12 +210,8 @@ def hostile_export() -> Export:
     export.entry("files/Keep/fifo", typeflag=b"6")
     export.entry(b"files/Keep/caf\xe9.txt", b"latin-1 name")
     export.file("/Keep", "twice.txt", b"first").file("/Keep", "twice.txt", b"second")
-    parent = "/Deep"
     export.folder("", "Deep")
-    for depth in range(DEPTH):
-        export.folder(parent, f"{depth}")
-        parent += f"/{depth}"
-    export.file(parent, "bottom.txt", b"bottom")
+    export.file(export.nested(DEPTH, "/Deep", prefix=""), "bottom.txt", b"bottom")
     export.photos_folder().photo("p.jpg", b"\xff\xd8photo")
     export.albums([{"_id": "a1", "name": "A"}], [export.reference("p.jpg", "a1"), "{not json",
                                                  {"albumid": "a1", "filepath": "../../../etc/passwd"},

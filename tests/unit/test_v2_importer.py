@@ -89,11 +89,7 @@ def test_hundred_thousand_folders_and_five_hundred_levels(tmp_path):
         export.folder("", f"t{top}")
         for sub in range(999):
             export.folder(f"/t{top}", f"s{sub}")
-    parent = ""
-    for depth in range(500):
-        export.folder(parent, f"d{depth}")
-        parent += f"/d{depth}"
-    export.file(parent, "deep.txt", b"deep")
+    export.file(export.nested(500), "deep.txt", b"deep")
     report = dry_run(export.write(tmp_path / "wide.tar.gz"))
     assert report.counts() == {"converted": 100_000 + 500 + 1}
     assert report.items[-1].target == "/" + "/".join(f"d{d}" for d in range(500)) + "/deep.txt"

@@ -48,11 +48,7 @@ def test_repeated_names_are_all_kept(tmp_path):
 
 def test_very_deep_nesting_is_read(tmp_path):
     export = Export()
-    parent = ""
-    for depth in range(500):
-        export.folder(parent, f"d{depth}")
-        parent += f"/d{depth}"
-    export.file(parent, "deep.txt", b"deep")
+    export.file(export.nested(500), "deep.txt", b"deep")
     items = collect(export.write(tmp_path / "deep.tar.gz"))
     assert len(items) == 501 and not [i for i in items if isinstance(i, Skipped)]
     assert items[-1].parts[-1] == "deep.txt" and len(items[-1].parts) == 502
