@@ -238,6 +238,9 @@ def read_export(path: Path, limits: Limits | None = None) -> Iterator[Member | S
                 inner = tar.extractfile(info)
                 stream = _MemberStream(source, info.name, inner, info.size)  # type: ignore[arg-type]
             yield Member(index, info.name, parts, kind, info.size if kind == "file" else 0, stream)
-        # Drain what follows the end-of-archive blocks, so that a truncated gzip trailer is seen.
+        # Drain what follows the end-of-archive blocks, so that a truncated gzip trailer is seen; a tar
+        # that stops right after a member, without its end-of-archive block, was cut there.
         while guarded.read(1 << 16):
             pass
+        if guarded.count - tar.offset < tarfile.BLOCKSIZE:
+            raise ArchiveRefused(source, f"truncated: no end-of-archive block after member {index + 1}")

@@ -98,6 +98,14 @@ def test_truncated_member_inside_a_valid_gzip_is_refused(tmp_path):
         collect(path)
 
 
+def test_tar_cut_at_a_member_boundary_is_refused(tmp_path):
+    tar = Export().file("", "a.txt", b"a" * 100).file("", "b.txt", b"b").tar_bytes()
+    path = tmp_path / "boundary.tar.gz"
+    path.write_bytes(gzip.compress(tar[:1024]))  # a.txt whole, then nothing: not even the end blocks
+    with pytest.raises(ArchiveRefused, match="no end-of-archive block"):
+        collect(path)
+
+
 def test_gzip_bomb_refused_by_ratio_and_by_size(tmp_path):
     path = Export().file("", "zeros", b"\0" * (8 << 20)).write(tmp_path / "bomb.tar.gz")
     with pytest.raises(ArchiveRefused, match="ratio"):
