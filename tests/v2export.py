@@ -48,11 +48,13 @@ def ustar_header(name: bytes, size: int, typeflag: bytes, mode: int, mtime: int,
     return bytes(block)
 
 
-def pax_record(key: str, value: bytes) -> bytes:
+def pax_record(key: str, value: bytes, tar_stream_154: bool = False) -> bytes:
+    """A PAX record; ``tar_stream_154``: with tar-stream <= 1.5.4's bug (length+digits reaching 100
+    counted as 100 while the record is 101 bytes: a 91-byte path)."""
     body = b" " + key.encode() + b"=" + value + b"\n"
     length = len(body) + len(str(len(body)))
     if len(str(length)) != len(str(len(body))):
-        length += 1
+        length = length if tar_stream_154 else length + 1
     return str(length).encode() + body
 
 
@@ -73,6 +75,7 @@ class Export:
 
     locale: str = "en"
     entries: list[bytes] = field(default_factory=list)
+    tar_stream_154: bool = False  # cozy-monitor 1.4.0/1.4.1: tar-stream's PAX off-by-one
     mtime: int = field(default_factory=lambda: int(time.time()))
 
     def entry(self, name: str | bytes, data: bytes = b"", typeflag: bytes = b"0", mode: int = 0o640,
@@ -82,7 +85,7 @@ class Export:
             raw += b"/"  # tar-stream appends "/" to directory names
         length = len(data) if size is None else size
         if not raw.isascii() or not _fits_ustar(raw):
-            record = pax_record("path", raw)
+            record = pax_record("path", raw, self.tar_stream_154)
             self.entries.append(ustar_header(b"PaxHeader", len(record), b"x", 0o644, self.mtime) + _pad(record))
             raw = b"PaxHeader"
         self.entries.append(ustar_header(raw, length, typeflag, mode, self.mtime, linkname, devmajor) + _pad(data))

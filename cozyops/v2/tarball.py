@@ -167,6 +167,47 @@ def _kind(info: tarfile.TarInfo) -> tuple[str | None, str | None]:
     return None, f"unsupported member type {info.type!r}"
 
 
+def repair_pax(buf: bytes) -> bytes:
+    """PAX records with tar-stream 1.5.4's off-by-one fixed (cozy-monitor 1.4.0/1.4.1, reference §1.3):
+    for a 91-byte path the record claims 100 bytes but holds 101. A record whose claimed end is not
+    its newline while the next byte is, is rewritten with its true length; others are kept."""
+    out, pos = bytearray(), 0
+    while pos < len(buf) and buf[pos] != 0:
+        space = buf.find(b" ", pos, pos + 24)
+        if space < 0 or not buf[pos:space].isdigit():
+            return bytes(buf)  # not PAX as we know it: leave it to tarfile
+        length = int(buf[pos:space])
+        end = pos + length
+        if length > 0 and end < len(buf) and buf[end - 1:end] != b"\n" and buf[end:end + 1] == b"\n":
+            body = buf[space:end + 1]
+            digits = len(str(len(body)))
+            size = len(body) + digits
+            size += len(str(size)) - digits
+            out += str(size).encode() + body
+            pos = end + 1
+        else:
+            out += buf[pos:end]
+            pos = end
+    return bytes(out)
+
+
+class _TarInfo(tarfile.TarInfo):
+    def _proc_pax(self, tar):  # noqa: ANN001 - tarfile's own hook
+        stream = tar.fileobj
+        repaired = repair_pax(stream.read(self._block(self.size)))
+
+        class Once:
+            def read(self, _size: int) -> bytes:
+                tar.fileobj = stream
+                return repaired
+
+        tar.fileobj = Once()
+        try:
+            return super()._proc_pax(tar)
+        finally:
+            tar.fileobj = stream
+
+
 class _MemberStream:
     """A member's content that turns a short read (truncated archive) into ``ArchiveRefused``."""
 
@@ -206,7 +247,8 @@ def read_export(path: Path, limits: Limits | None = None) -> Iterator[Member | S
         gz = gzip.GzipFile(fileobj=compressed, mode="rb")
         guarded = _Guarded(source, compressed, gz, limits)
         try:
-            tar = tarfile.open(fileobj=guarded, mode="r|", encoding="utf-8", errors="surrogateescape")
+            tar = tarfile.open(fileobj=guarded, mode="r|", encoding="utf-8", errors="surrogateescape",
+                               tarinfo=_TarInfo)
         except ArchiveRefused:
             raise
         except (tarfile.ReadError, EOFError) as error:

@@ -41,6 +41,18 @@ def test_names_byte_exact_no_normalisation(tmp_path):
     assert [i.parts[-1] for i in items] == [nfc, nfd]
 
 
+def test_tar_stream_154_pax_off_by_one_is_repaired(tmp_path):
+    name = "files//" + "é" * 30 + "x" * 22 + "yz"  # 7 + 60 + 24: a 91-byte path
+    assert len(name.encode()) == 91
+    from tests.v2export import pax_record
+
+    assert len(pax_record("path", name.encode(), tar_stream_154=True)) == 101  # claims 100
+    for buggy in (True, False):
+        items = collect(Export(tar_stream_154=buggy).entry(name, b"data").file("", "after.txt", b"a")
+                        .write(tmp_path / "pax.tar.gz"))
+        assert [i.path for i in items] == ["files/" + "é" * 30 + "x" * 22 + "yz", "files/after.txt"]
+
+
 def test_repeated_names_are_all_kept(tmp_path):
     items = collect(Export().file("", "a.txt", b"1").file("", "a.txt", b"2").write(tmp_path / "x.tar.gz"))
     assert [(i.path, i.data) for i in items] == [("files/a.txt", b"1"), ("files/a.txt", b"2")]
