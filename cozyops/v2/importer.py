@@ -231,6 +231,7 @@ class Importer:
         self.export_id = export_id or fingerprint(export)
         self.dirs: dict[str, str] = {"/": ROOT_ID}
         self.claimed: set[str] = set()  # dry run: paths taken
+        self.reused: set[str] = set()  # folders found in the ledger (a resumed or repeated import)
         self.occurrences: Counter[str] = Counter()
         self.albums: dict[str, str] = {}
         self.references: list[tuple[str, convert.Reference]] = []
@@ -270,7 +271,7 @@ class Importer:
             if top == "files":
                 path = self.ensure_dir(self.dest + item.parts[1:], source=name)
                 if path:
-                    self.report.add(name, "directory", CONVERTED, path)
+                    self.report.add(name, "directory", ALREADY if path in self.reused else CONVERTED, path)
             else:
                 self.report.add(name, "directory", SKIPPED, reason=f"layout directory of {top}/ (nothing to import)")
             return
@@ -310,6 +311,7 @@ class Importer:
         done = self.ledger.get(key)
         if done:
             self.dirs[path] = done["id"]
+            self.reused.add(path)
             return path
         public = self.target.client()
         try:
