@@ -46,18 +46,19 @@ PEAK = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:], s
         "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
         "sys.exit(code)")
 SINK_PORT = 9099
-SINK = (
-    "import socket\n"
-    f"s = socket.create_server(('127.0.0.1', {SINK_PORT}))\n"
-    "c, _ = s.accept()\n"
-    "n = 0\n"
-    "while True:\n"
-    "    b = c.recv(1 << 20)\n"
-    "    if not b:\n"
-    "        break\n"
-    "    n += len(b)\n"
-    "c.sendall(str(n).encode())\n"
-)
+SINK = f"""import socket
+s = socket.create_server(("127.0.0.1", {SINK_PORT}))
+c, _ = s.accept()
+want = int.from_bytes(c.recv(8, socket.MSG_WAITALL), "big")
+n = 0
+while n < want:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    n += len(b)
+c.sendall(str(n).encode())
+c.close()
+"""
 
 
 def make_export(path: Path, big_mb: int, small: int) -> tuple[int, list[bytes]]:
@@ -82,15 +83,16 @@ def make_export(path: Path, big_mb: int, small: int) -> tuple[int, list[bytes]]:
 def raw_copy(lab: Lab, blobs: list[bytes]) -> float:
     def inside() -> float:
         with SshTransport(lab.ssh_target("h1")) as ssh:
-            ssh.run(["sh", "-c", f"nohup python3 -c \"{SINK}\" >/dev/null 2>&1 &"])
-            time.sleep(0.5)
+            ssh.put(SINK.encode(), "/tmp/cozyops-bench-sink.py")
+            ssh.run("nohup python3 /tmp/cozyops-bench-sink.py >/dev/null 2>&1 &")
+            time.sleep(1)
             with ssh.forward(SINK_PORT) as forward:
                 start = time.monotonic()
-                with socket.create_connection((forward.host, forward.port)) as conn:
+                with socket.create_connection((forward.local_host, forward.local_port)) as conn:
+                    conn.sendall(sum(len(b) for b in blobs).to_bytes(8, "big"))
                     for blob in blobs:
                         conn.sendall(blob)
-                    conn.shutdown(socket.SHUT_WR)
-                    received = int(conn.recv(64).decode())
+                    received = int(conn.recv(64).decode() or "0")
                 elapsed = time.monotonic() - start
         assert received == sum(len(b) for b in blobs), received
         return elapsed
@@ -118,7 +120,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cozyops-bench-v2-") as scratch:
         root = Path(scratch)
-        env = {**os.environ, "XDG_CACHE_HOME": str(root / "cache"), "XDG_STATE_HOME": str(root / "state")}
+        from cozyops.lab import pouchdb, rootfs
+
+        # The lab's root filesystem and pouchdb-server's modules that `lab setup` built, read only;
+        # everything the benchmark writes goes under its temporary directory.
+        env = {**os.environ, "COZYOPS_ROOTFS_CACHE": str(rootfs.cache_root()),
+               "COZYOPS_POUCHDB_CACHE": str(pouchdb.cache_root()),
+               "XDG_CACHE_HOME": str(root / "cache"), "XDG_STATE_HOME": str(root / "state")}
         lab_dir = root / "lab"
         lab_id = f"b{secrets.token_hex(3)}"
         up = subprocess.run([sys.executable, "-m", "cozyops", "lab", "up", "--id", lab_id, "--dir", str(lab_dir),
