@@ -143,3 +143,92 @@ class Journal:
         return [
             {**dict(zip(keys, row, strict=True)), "detail": json.loads(row[7]) if row[7] else None} for row in rows
         ]
+
+
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS v2_ledger (
+    export TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    key TEXT NOT NULL,
+    v3_id TEXT NOT NULL,
+    v3_path TEXT,
+    checksum TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    at TEXT NOT NULL,
+    PRIMARY KEY (export, domain, key)
+);
+CREATE INDEX IF NOT EXISTS v2_ledger_path ON v2_ledger (export, domain, v3_path);
+CREATE TABLE IF NOT EXISTS v2_imports (
+    export TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    source TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    PRIMARY KEY (export, domain)
+);
+"""
+
+
+class Ledger:
+    """The v2 import ledger, in ``state.db``: each source item (a member and its occurrence, an
+    album, a reference, a contact) imported into an instance → its v3 id, path and checksum.
+
+    Each entry is committed as soon as the item is written, so that ``--resume`` after a crash
+    continues where it stopped and a re-run creates nothing twice.
+    """
+
+    def __init__(self, state_dir: Path, export: str, domain: str) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(state_dir / "state.db")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA + LEDGER_SCHEMA)
+        self.export, self.domain = export, domain
+
+    def close(self) -> None:
+        self.db.close()
+
+    def status(self) -> str:
+        """``new``, ``started`` (unfinished) or ``finished``."""
+        row = self.db.execute("SELECT finished FROM v2_imports WHERE export = ? AND domain = ?",
+                              (self.export, self.domain)).fetchone()
+        return "new" if row is None else ("finished" if row[0] else "started")
+
+    def start(self, source: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO v2_imports (export, domain, source, started) VALUES (?,?,?,?)",
+                        (self.export, self.domain, source, _now()))
+        self.db.execute("UPDATE v2_imports SET finished = NULL WHERE export = ? AND domain = ?",
+                        (self.export, self.domain))
+        self.db.commit()
+
+    def finish(self) -> None:
+        self.db.execute("UPDATE v2_imports SET finished = ? WHERE export = ? AND domain = ?",
+                        (_now(), self.export, self.domain))
+        self.db.commit()
+
+    def get(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT v3_id, v3_path, checksum, size FROM v2_ledger WHERE export = ? AND domain = ? "
+                              "AND key = ?", (self.export, self.domain, key)).fetchone()
+        return None if row is None else {"id": row[0], "path": row[1], "checksum": row[2], "size": row[3]}
+
+    def owner(self, v3_path: str) -> str | None:
+        """The key of the item imported at ``v3_path`` (compared byte for byte), if any."""
+        row = self.db.execute("SELECT key FROM v2_ledger WHERE export = ? AND domain = ? AND v3_path = ?",
+                              (self.export, self.domain, v3_path)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, v3_id: str, v3_path: str | None = None, checksum: str | None = None,
+            size: int = 0) -> None:
+        self.db.execute("INSERT OR REPLACE INTO v2_ledger (export, domain, key, v3_id, v3_path, checksum, size, at) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (self.export, self.domain, key, v3_id, v3_path, checksum, size, _now()))
+        self.db.commit()
+
+    def imported_bytes(self) -> int:
+        row = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM v2_ledger WHERE export = ? AND domain = ?",
+                              (self.export, self.domain)).fetchone()
+        return int(row[0])
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM v2_ledger WHERE export = ? AND domain = ?",
+                               (self.export, self.domain)).fetchone()[0]

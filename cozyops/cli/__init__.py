@@ -15,6 +15,7 @@ from cozyops import __version__, paths
 from cozyops.cli import cert as cert_commands
 from cozyops.cli import dns as dns_commands
 from cozyops.cli import lab as lab_commands
+from cozyops.cli import v2 as v2_commands
 from cozyops.cli.render import err_console, settings
 from cozyops.errors import CozyopsError
 
@@ -47,6 +48,7 @@ app = typer.Typer(
 app.add_typer(lab_commands.app, name="lab")
 app.add_typer(dns_commands.app, name="dns")
 app.add_typer(cert_commands.app, name="cert")
+app.add_typer(v2_commands.app, name="v2")
 
 log = logging.getLogger("cozyops")
 

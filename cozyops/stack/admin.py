@@ -129,6 +129,10 @@ class AdminClient:
         response = self.http.request("POST", "/instances/token", f"token for {domain}", params=params)
         return response.text.strip()
 
+    def disk_usage(self, domain: str) -> dict:
+        """GET /instances/:domain/disk-usage: ``used`` and (when set) ``quota``, in bytes (as strings)."""
+        return self.http.request("GET", f"/instances/{domain}/disk-usage", f"disk usage of {domain}").json()
+
     def version(self) -> dict:
         return self.http.request("GET", "/version", "version").json()
 

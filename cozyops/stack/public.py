@@ -69,6 +69,17 @@ def md5_base64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+def _file_params(name: str, tags: list[str] | None, created_at: str, updated_at: str) -> dict[str, str]:
+    params = {"Type": "file", "Name": name}
+    if tags:
+        params["Tags"] = ",".join(tags)
+    if created_at:
+        params["CreatedAt"] = created_at
+    if updated_at:
+        params["UpdatedAt"] = updated_at
+    return params
+
+
 class PublicClient:
     def __init__(self, base_url: str, domain: str, token: str = "", timeout: float = 300.0) -> None:
         self.domain = domain
@@ -120,15 +131,21 @@ class PublicClient:
         created_at: str = "",
         updated_at: str = "",
     ) -> FileDoc:
-        params = {"Type": "file", "Name": name}
-        if tags:
-            params["Tags"] = ",".join(tags)
-        if created_at:
-            params["CreatedAt"] = created_at
-        if updated_at:
-            params["UpdatedAt"] = updated_at
+        params = _file_params(name, tags, created_at, updated_at)
         headers = {"Content-MD5": md5_base64(data), "Content-Type": content_type}
         return self._file("POST", f"/files/{dir_id}", f"upload {name}", (201,), params=params, data=data,
+                          headers=headers)
+
+    def upload_stream(
+        self, dir_id: str, name: str, stream: Any, size: int, md5: str, *, content_type: str = "",
+        tags: list[str] | None = None, created_at: str = "", updated_at: str = "",
+    ) -> FileDoc:
+        """Upload from a file object (read once, never held whole), with its known size and base64 MD5."""
+        params = _file_params(name, tags, created_at, updated_at)
+        headers = {"Content-MD5": md5, "Content-Length": str(size)}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return self._file("POST", f"/files/{dir_id}", f"upload {name}", (201,), params=params, data=stream,
                           headers=headers)
 
     def stat(self, path: str) -> FileDoc:
@@ -162,6 +179,10 @@ class PublicClient:
     def create_doc(self, doctype: str, doc: dict) -> dict:
         response = self.http.request("POST", f"/data/{doctype}/", f"create {doctype}", (201,), json=doc)
         return response.json()
+
+    def create_doc_with_id(self, doctype: str, doc_id: str, doc: dict) -> dict:
+        """PUT /data/:doctype/:id without _id/_rev: create with a fixed id (409 when it exists)."""
+        return self.http.request("PUT", f"/data/{doctype}/{doc_id}", f"create {doctype} {doc_id}", json=doc).json()
 
     def get_doc(self, doctype: str, doc_id: str) -> dict:
         return self.http.request("GET", f"/data/{doctype}/{doc_id}", f"{doctype} {doc_id}").json()

@@ -1,0 +1,203 @@
+"""`cozyops v2`: leaving Cozy v2 (a cozy-monitor export into a v3 instance)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+from cozyops import inventory, paths
+from cozyops.cli.render import emit_json, err_console
+from cozyops.errors import ConfigError, CozyopsError
+from cozyops.state import Ledger, fleet_lock
+from cozyops.v2 import importer
+from cozyops.v2.tarball import Limits
+
+app = typer.Typer(
+    help="""Leaving Cozy v2: a `cozy-monitor export` tarball into a v3 instance, nothing lost that v3 can
+hold. `inspect` reads the export and writes nothing; `import` writes it through cozy-stack's public
+API over SSH, with a ledger in the fleet's state database so that `--resume` continues after a
+crash and a second run adds nothing.""",
+    no_args_is_help=True,
+)
+
+ExportArg = typer.Argument(..., exists=False, dir_okay=False, help="The cozy-monitor export (.tar.gz).")
+JsonOption = typer.Option(False, "--json", help="Print JSON (and only JSON) on standard output.")
+MaxSize = typer.Option(1 << 40, "--max-size", help="Refuse an export that decompresses past this many bytes.")
+MaxRatio = typer.Option(200.0, "--max-ratio", help="Refuse an export whose decompression ratio passes this.")
+
+
+def _limits(max_size: int, max_ratio: float) -> Limits:
+    try:
+        return Limits(max_bytes=max_size, max_ratio=max_ratio)
+    except ValueError as error:
+        raise ConfigError("--max-size/--max-ratio", str(error)) from None
+
+
+def _progress(total: int, what: str) -> Progress:
+    return Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    TextColumn("{task.fields[items]} items"), TimeElapsedColumn(), console=err_console,
+                    transient=True)
+
+
+def _inspect(export: Path, limits: Limits) -> importer.Inspection:
+    size = export.stat().st_size if export.exists() else 0
+    with _progress(size, f"reading {export.name}") as bar:
+        task = bar.add_task("read", total=None, items=0)
+        count = [0]
+
+        def step(nbytes: int) -> None:
+            count[0] += 1
+            bar.update(task, advance=nbytes, items=count[0])
+
+        return importer.inspect(export, limits, step)
+
+
+@app.command()
+def inspect(export: Path = ExportArg, json: bool = JsonOption, max_size: int = MaxSize,
+            max_ratio: float = MaxRatio) -> None:
+    """Read the export and say what it holds (counts, sizes, doctypes, problems). Writes nothing."""
+    found = _inspect(export, _limits(max_size, max_ratio))
+    if json:
+        emit_json(found.to_json())
+        return
+    print(f"{export}: {found.members} members: {found.folders} folders, {found.files} files "
+          f"({found.file_bytes} bytes), {found.photos} photos, {found.contacts} contact files, "
+          f"{found.albums_lines} album lines, {found.references_lines} reference lines, "
+          f"{found.duplicates} repeated paths")
+    for doctype, count in sorted(found.doctypes.items()):
+        print(f"  archived {doctype}: {count}")
+    for problem in found.problems:
+        print(f"  ! {problem['member']}: {problem['problem']}")
+
+
+def _print_report(report: importer.Report) -> None:
+    counts = report.counts()
+    for item in report.items:
+        if item.outcome in (importer.SKIPPED, importer.RENAMED, importer.KEPT) or item.reason:
+            line = f"{item.outcome:<16} {item.kind:<9} {item.source}"
+            if item.target:
+                line += f" -> {item.target}"
+            if item.reason:
+                line += f" ({item.reason})"
+            print(line)
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+    verb = "would import" if report.dry_run else "imported"
+    err_console.print(f"{report.export} {verb} into {report.domain}:{report.directory}: {report.members} members; "
+                      f"{summary}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("import")
+def import_(
+    export: Path = ExportArg,
+    to: str = typer.Option(..., "--to", help="The v3 instance's domain."),
+    server: str = typer.Option(None, "--server", help="The fleet server (default: the instance's, or the one "
+                               "whose cozy-stack knows DOMAIN)."),
+    directory: str = typer.Option("/", "--directory", help="Where in the Drive (default: its root)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an import that stopped."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be done; write nothing."),
+    json: bool = JsonOption,
+    fleet: Path = typer.Option(None, "--fleet", envvar="COZYOPS_FLEET", file_okay=False,
+                               help="The fleet directory (default: $COZYOPS_FLEET)."),
+    max_size: int = MaxSize,
+    max_ratio: float = MaxRatio,
+) -> None:
+    """Import the export into DOMAIN. Exit 0 when everything was imported or reported as skipped,
+    1 when the export was refused (truncated, a decompression bomb) or the instance cannot take it."""
+    from cozyops.v2 import convert
+
+    limits = _limits(max_size, max_ratio)
+    try:
+        convert.destination_parts(directory)
+    except ValueError as error:
+        raise ConfigError("--directory", str(error)) from None
+    found = _inspect(export, limits)  # refuses a bad archive before anything is written
+    report = importer.Report(str(export), to, directory, dry_run=dry_run)
+    if dry_run:
+        importer.Importer(export, None, None, report, directory=directory, limits=limits,
+                          scratch=importer.scratch_dir()).run()
+        _render(report, json)
+        return
+    root = inventory.fleet_dir(fleet)
+    the_fleet = inventory.load(root)
+    export_id = importer.fingerprint(export)
+    with fleet_lock(paths.fleet_state_dir(root), the_fleet.name, f"v2 import {export.name} --to {to}"):
+        ledger = Ledger(paths.fleet_state_dir(root), export_id, to)
+        try:
+            status = ledger.status()
+            if status == "started" and not resume:
+                raise CozyopsError(f"import of {export} into {to}", "was started and did not finish",
+                                   "pass --resume to continue it")
+            _import(the_fleet, root, server, export, found, report, ledger, limits, directory, export_id)
+        finally:
+            ledger.close()
+    _render(report, json)
+
+
+def _render(report: importer.Report, json: bool) -> None:
+    if json:
+        emit_json(report.to_json())
+    else:
+        _print_report(report)
+
+
+def _servers(the_fleet, to: str, server: str | None) -> list[str]:
+    if server:
+        if server not in the_fleet.servers:
+            raise ConfigError(f"--server {server}", "is not a server of the fleet")
+        return [server]
+    for instance in the_fleet.instances:
+        if instance.domain == to:
+            return [instance.server]
+    return list(the_fleet.servers)
+
+
+def _import(the_fleet, root: Path, server: str | None, export: Path, found: importer.Inspection,
+            report: importer.Report, ledger: Ledger, limits: Limits, directory: str, export_id: str) -> None:
+    candidates = _servers(the_fleet, report.domain, server)
+    for name in candidates:
+        if _import_on(name, len(candidates) > 1, root, export, found, report, ledger, limits, directory, export_id):
+            return
+    raise CozyopsError(f"instance {report.domain}", "no server of the fleet knows it", "pass --server")
+
+
+def _import_on(name: str, searching: bool, root: Path, export: Path, found: importer.Inspection,
+               report: importer.Report, ledger: Ledger, limits: Limits, directory: str, export_id: str) -> bool:
+    from cozyops.lab import stack
+    from cozyops.stack import AdminClient, PublicClient, StackError
+    from cozyops.transport import SshTransport
+    from cozyops.v2 import connect
+
+    with contextlib.ExitStack() as stack_:
+        ssh = stack_.enter_context(SshTransport(connect.ssh_target(root, name)))
+        passphrase = stack.admin_passphrase(ssh)
+        admin_port = stack_.enter_context(ssh.forward(stack.ADMIN_PORT))
+        public_port = stack_.enter_context(ssh.forward(stack.PUBLIC_PORT))
+        admin = AdminClient(admin_port.url, passphrase)
+        stack_.callback(admin.close)
+        try:
+            admin.instance(report.domain)
+        except StackError as error:
+            if error.status == 404 and searching:
+                return False
+            raise CozyopsError(f"instance {report.domain}", f"not found on server {name}") from None
+        importer.check_quota(admin.disk_usage(report.domain),
+                             max(found.file_bytes - ledger.imported_bytes(), 0), report.domain)
+        public = PublicClient(public_port.url, report.domain)
+        stack_.callback(public.close)
+        target = importer.Target(report.domain, public, lambda: admin.token(report.domain, importer.SCOPE))
+        ledger.start(str(export))
+        with _progress(found.file_bytes, f"importing into {report.domain}") as bar:
+            task = bar.add_task("import", total=found.file_bytes, items=0)
+            done = [0]
+
+            def step(nbytes: int, items: int) -> None:
+                done[0] += items
+                bar.update(task, advance=nbytes, items=done[0])
+
+            importer.Importer(export, target, ledger, report, directory=directory, limits=limits,
+                              scratch=importer.scratch_dir(), progress=step, export_id=export_id).run()
+        ledger.finish()
+        return True

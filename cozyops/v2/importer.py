@@ -1,0 +1,590 @@
+"""Importing a cozy-monitor export into a v3 instance, through cozy-stack's public API.
+
+Two passes over the export, each streaming:
+
+1. ``inspect``: every member read and checked (a truncated archive or a decompression bomb is
+   refused here, before anything is written), counts and sizes for the quota check and the report;
+2. the import: folders merged into, files uploaded with Content-MD5 (spooled to the importer's
+   scratch space to hash them first, memory bounded), albums and contacts created with fixed ids
+   (a re-run finds them: no duplicates even after a crash between the write and the ledger entry),
+   references added once, events written as one iCalendar file per v2 calendar.
+
+Every item goes to the ledger (``cozyops.state.Ledger``) as soon as it is written, and to the
+report (converted, renamed, kept as a file, skipped, with the reason).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import posixpath
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cozyops.errors import CozyopsError
+from cozyops.stack import ROOT_ID, StackError
+from cozyops.v2 import convert
+from cozyops.v2.tarball import Limits, Member, Skipped, printable, read_export
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+SPOOL_IN_MEMORY = 8 << 20
+SCOPE = "io.cozy.files io.cozy.contacts io.cozy.contacts.groups io.cozy.photos.albums"
+TOKEN_LIFETIME = 25 * 60  # CLI tokens last 30 minutes: renew well before
+MAX_CONFLICTS = 1000
+MAX_VCF = 16 << 20  # a .vcf larger than this is skipped (reported)
+MAX_EVENT = 16 << 20  # an event document larger than this stays a file only
+
+CONVERTED, RENAMED, KEPT, SKIPPED, ALREADY = "converted", "renamed", "kept as file", "skipped", "already imported"
+
+
+@dataclass
+class Item:
+    source: str  # the member name (or "albums.json line 3", ...)
+    kind: str  # directory, file, photo, album, reference, contact, event, calendar, archive, member
+    outcome: str
+    target: str = ""
+    reason: str = ""
+
+
+@dataclass
+class Report:
+    export: str
+    domain: str = ""
+    directory: str = "/"
+    dry_run: bool = False
+    items: list[Item] = field(default_factory=list)
+    members: int = 0
+    bytes: int = 0
+
+    def add(self, source: str, kind: str, outcome: str, target: str = "", reason: str = "") -> None:
+        self.items.append(Item(source, kind, outcome, target, reason))
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(item.outcome for item in self.items))
+
+    def to_json(self) -> dict:
+        return {"export": self.export, "domain": self.domain, "directory": self.directory, "dry_run": self.dry_run,
+                "members": self.members, "bytes": self.bytes, "counts": self.counts(),
+                "items": [asdict(item) for item in self.items]}
+
+
+# -- inspect --------------------------------------------------------------------------------
+
+
+@dataclass
+class Inspection:
+    export: str
+    members: int = 0
+    folders: int = 0
+    files: int = 0
+    file_bytes: int = 0
+    photos: int = 0
+    contacts: int = 0
+    albums_lines: int = 0
+    references_lines: int = 0
+    doctypes: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    problems: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], None] | None = None) -> Inspection:
+    """Read the whole export once, writing nothing: counts, sizes, doctypes, problems (``ArchiveRefused``)."""
+    result = Inspection(str(path))
+    seen: Counter[str] = Counter()
+    doctypes: Counter[str] = Counter()
+    for item in read_export(path, limits):
+        result.members += 1
+        if isinstance(item, Skipped):
+            result.problems.append({"member": printable(item.name), "problem": item.reason})
+            continue
+        seen[item.path + ("/" if item.kind == "dir" else "")] += 1
+        if seen[item.path + ("/" if item.kind == "dir" else "")] == 2 and item.kind == "file":
+            result.duplicates += 1
+        if item.kind == "dir":
+            result.folders += item.parts[0] == "files"
+            continue
+        top = item.parts[0]
+        read = False
+        if top == "files":
+            result.files += 1
+            result.file_bytes += item.size
+            if len(item.parts) > 2 and item.parts[1] == "Photos" and len(item.parts) == 4:
+                result.photos += 1
+            if len(item.parts) == 4 and item.parts[1] == "Archive":
+                doctypes[item.parts[2]] += 1
+        elif top == "contacts" and item.parts[-1].endswith(".vcf"):
+            result.contacts += 1
+        elif item.path in ("albums/albums.json", "albums/references.json"):
+            read = True
+            for _, value in convert.ndjson(_chunks(item)):
+                if item.path.endswith("albums.json"):
+                    result.albums_lines += 1
+                else:
+                    result.references_lines += 1
+                if isinstance(value, convert.BadLine):
+                    result.problems.append({"member": item.path, "problem": f"line {value.line}: {value.reason}"})
+        if not read and item.stream is not None:
+            _drain(item)
+        if progress:
+            progress(item.size)
+    result.doctypes = dict(doctypes)
+    return result
+
+
+def _read_all(item: Member, limit: int = 256 << 20) -> bytes:
+    if item.size > limit:
+        raise CozyopsError(f"member {printable(item.name)}", f"larger than {limit} bytes")
+    assert item.stream is not None
+    return item.stream.read()
+
+
+def _chunks(item: Member) -> Iterator[bytes]:
+    assert item.stream is not None
+    while chunk := item.stream.read(CHUNK):
+        yield chunk
+
+
+def _drain(item: Member) -> None:
+    assert item.stream is not None
+    while item.stream.read(CHUNK):
+        pass
+
+
+def fingerprint(path: Path) -> str:
+    """Identifies an export (size, first MiB, last 64 KiB), cheaply, for the ledger and the fixed ids."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as raw:
+        digest.update(raw.read(1 << 20))
+        if size > (1 << 20):
+            raw.seek(max(size - (64 << 10), 1 << 20))
+            digest.update(raw.read())
+    return digest.hexdigest()[:32]
+
+
+# -- the target -----------------------------------------------------------------------------
+
+
+class Target:
+    """The instance written to: the public client, with the CLI token renewed before it expires."""
+
+    def __init__(self, domain: str, public, mint: Callable[[], str], clock: Callable[[], float] = time.monotonic):
+        self.domain = domain
+        self.public = public
+        self.mint = mint
+        self.clock = clock
+        self.minted = -1e18
+
+    def client(self):
+        if self.clock() - self.minted > TOKEN_LIFETIME:
+            self.public.set_token(self.mint())
+            self.minted = self.clock()
+        return self.public
+
+
+# -- the import -----------------------------------------------------------------------------
+
+
+class _Spool:
+    """A member's content copied to the scratch space (memory above 8 MiB goes to disk), hashed."""
+
+    def __init__(self, item: Member, scratch: Path, progress: Callable[[int], None]) -> None:
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=scratch)  # noqa: SIM115
+        md5 = hashlib.md5()
+        assert item.stream is not None
+        while chunk := item.stream.read(CHUNK):
+            md5.update(chunk)
+            self.file.write(chunk)
+            progress(len(chunk))
+        self.size = item.size
+        self.md5 = base64.b64encode(md5.digest()).decode()
+        self.file.seek(0)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Importer:
+    def __init__(self, export: Path, target: Target | None, ledger, report: Report, *, directory: str = "/",
+                 limits: Limits | None = None, scratch: Path | None = None,
+                 progress: Callable[[int, int], None] | None = None, export_id: str = "") -> None:
+        self.export = export
+        self.target = target  # None: dry run
+        self.ledger = ledger
+        self.report = report
+        self.dest = convert.destination_parts(directory)
+        self.limits = limits
+        self.scratch = scratch or Path(tempfile.gettempdir())
+        self.progress = progress or (lambda _bytes, _items: None)
+        self.export_id = export_id or fingerprint(export)
+        self.dirs: dict[str, str] = {"/": ROOT_ID}
+        self.claimed: set[str] = set()  # dry run: paths taken
+        self.reused: set[str] = set()  # folders found in the ledger (a resumed or repeated import)
+        self.occurrences: Counter[str] = Counter()
+        self.albums: dict[str, str] = {}
+        self.references: list[tuple[str, convert.Reference]] = []
+        self.calendars: dict[str, Any] = {}
+
+    @property
+    def dry(self) -> bool:
+        return self.target is None
+
+    def fixed_id(self, kind: str, key: str) -> str:
+        return "v2" + hashlib.sha256(f"{self.export_id}\0{self.report.domain}\0{kind}\0{key}".encode()).hexdigest()[:30]
+
+    # -- the pass ---------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        with tempfile.TemporaryDirectory(prefix="cozyops-v2-", dir=self.scratch) as scratch:
+            self.scratch = Path(scratch)
+            if self.dest:
+                self.ensure_dir(self.dest)
+            for item in read_export(self.export, self.limits):
+                self.report.members += 1
+                if isinstance(item, Skipped):
+                    self.report.add(printable(item.name), "member", SKIPPED, reason=item.reason)
+                else:
+                    self.member(item)
+                self.progress(0, 1)
+            self.apply_references()
+            self.write_calendars()
+            for handle in self.calendars.values():
+                handle.close()
+        return self.report
+
+    def member(self, item: Member) -> None:
+        top = item.parts[0]
+        name = printable(item.name)
+        if item.kind == "dir":
+            if top == "files":
+                path = self.ensure_dir(self.dest + item.parts[1:], source=name)
+                if path:
+                    self.report.add(name, "directory", ALREADY if path in self.reused else CONVERTED, path)
+            else:
+                self.report.add(name, "directory", SKIPPED, reason=f"layout directory of {top}/ (nothing to import)")
+            return
+        if top == "files":
+            self.file(item, name)
+        elif top == "contacts" and item.parts[-1].endswith(".vcf") and len(item.parts) == 2:
+            self.contacts(item, name)
+        elif item.path == "albums/albums.json":
+            self.albums_file(item, name)
+        elif item.path == "albums/references.json":
+            for number, line in convert.ndjson(_chunks(item)):
+                source = f"{name} line {number}"
+                ref = line if isinstance(line, convert.BadLine) else convert.reference_from(line)
+                if isinstance(ref, convert.Reference):
+                    self.references.append((source, ref))
+                else:
+                    self.report.add(source, "reference", SKIPPED,
+                                    reason=ref.reason if isinstance(ref, convert.BadLine) else ref)
+        else:
+            _drain(item)
+            self.report.add(name, "member", SKIPPED, reason=f"not a file cozy-monitor writes in {top}/")
+
+    # -- folders ----------------------------------------------------------------------------
+
+    def ensure_dir(self, parts: tuple[str, ...], source: str = "") -> str | None:
+        """The v3 id of the directory at ``parts`` (created or merged into, parents first); None if impossible."""
+        path = "/" + "/".join(parts)
+        if path in self.dirs:
+            return path
+        parent = "/" + "/".join(parts[:-1])
+        if parent not in self.dirs and self.ensure_dir(parts[:-1], source) is None:
+            return None
+        if self.dry:
+            self.dirs[path] = "dry"
+            return path
+        key = "dir:" + path
+        done = self.ledger.get(key)
+        if done:
+            self.dirs[path] = done["id"]
+            self.reused.add(path)
+            return path
+        public = self.target.client()
+        try:
+            doc = public.mkdir(self.dirs[parent], parts[-1])
+        except StackError as error:
+            if error.status != 409:
+                self._fail(source or path, "directory", error)
+                return None
+            doc = self._existing(public, parent, parts[-1])
+            if doc is None or not doc.is_dir:
+                self.report.add(source or path, "directory", SKIPPED, path,
+                                "a file of the instance has this name: the folder and what it holds are skipped")
+                return None
+        self.ledger.put(key, doc.id, path)
+        self.dirs[path] = doc.id
+        return path
+
+    def _existing(self, public, parent: str, name: str):
+        """The entry named exactly ``name`` (bytes compared) in directory ``parent``, if any."""
+        path = posixpath.join(parent, name)
+        try:
+            doc = public.stat(path)
+            if doc.name == name:
+                return doc
+        except StackError as error:
+            if error.status != 404:
+                raise
+        for child in public.children(self.dirs[parent]):  # path lookups fold NFC/NFD: compare bytes
+            if child.name == name:
+                return child
+        return None
+
+    # -- files ------------------------------------------------------------------------------
+
+    def file(self, item: Member, name: str) -> None:
+        parts = self.dest + item.parts[1:]
+        self.occurrences[item.path] += 1
+        occurrence = self.occurrences[item.path]
+        key = convert.member_key(item.path, occurrence)
+        archive = len(item.parts) == 4 and item.parts[1] == "Archive"
+        kind = "photo" if item.parts[1] == "Photos" else ("archive" if archive else "file")
+        done = None if self.dry else self.ledger.get(key)
+        if done:
+            if archive and item.parts[2] == "event" and item.size <= MAX_EVENT:
+                self._event_seen(item, name, _read_all(item, limit=MAX_EVENT))  # its calendar is written again
+            else:
+                _drain(item)
+            self.progress(item.size, 0)
+            self.report.add(name, kind, ALREADY, done["path"])
+            return
+        parent = self.ensure_dir(parts[:-1], source=name)
+        if parent is None:
+            _drain(item)
+            if not any(i.source == name for i in self.report.items[-1:]):
+                self.report.add(name, kind, SKIPPED, reason="its folder could not be created")
+            return
+        spool = _Spool(item, self.scratch, lambda n: self.progress(n, 0))
+        try:
+            if archive and item.parts[2] == "event":
+                spool.file.seek(0)
+                self._event_seen(item, name, spool.file.read(MAX_EVENT + 1))
+                spool.file.seek(0)
+            final = self.upload(key, parent, parts[-1], spool, name, kind)
+        finally:
+            spool.close()
+        if final is None:
+            return
+        path, renamed = final
+        if archive:
+            self.report.add(name, kind, KEPT, path, f"{item.parts[2]} documents have no v3 app: kept as JSON")
+        elif renamed:
+            self.report.add(name, kind, RENAMED, path, "the name was taken (a repeated path or an existing file)")
+        else:
+            self.report.add(name, kind, CONVERTED, path)
+
+    def upload(self, key: str, parent: str, name: str, spool: _Spool, source: str, kind: str):
+        """Upload under ``name`` or the first free conflict name; (path, renamed) or None (reported)."""
+        for n in range(1, MAX_CONFLICTS + 1):
+            candidate = convert.conflict_name(name, n)
+            path = posixpath.join(parent, candidate)
+            if self.dry:
+                if path in self.claimed:
+                    continue
+                self.claimed.add(path)
+                return path, n > 1
+            if self.ledger.owner(path) not in (None, key):
+                continue
+            public = self.target.client()
+            spool.file.seek(0)
+            try:
+                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5)
+            except StackError as error:
+                if error.status != 409:
+                    self._fail(source, kind, error)
+                    return None
+                existing = self._existing(public, parent, candidate)
+                if existing is None or existing.is_dir or existing.md5sum != spool.md5:
+                    continue
+                doc = existing  # ours, written before a crash and not yet in the ledger (or identical)
+            self.ledger.put(key, doc.id, path, spool.md5, spool.size)
+            return path, n > 1
+        self.report.add(source, kind, SKIPPED, reason=f"no free name after {MAX_CONFLICTS} conflict names")
+        return None
+
+    def _fail(self, source: str, kind: str, error: StackError) -> None:
+        if error.status in (400, 401, 403):
+            raise error  # the token or the permissions: nothing else would work either
+        if error.status == 413:
+            raise CozyopsError(f"instance {self.report.domain}", "disk quota exceeded during the import",
+                               "raise the quota, then --resume") from None
+        self.report.add(source, kind, SKIPPED, reason=f"cozy-stack refused it: {error.reason}")
+
+    # -- calendar events --------------------------------------------------------------------
+
+    def _event_seen(self, item: Member, name: str, data: bytes) -> None:
+        """Keep an event for its calendar (spooled to the scratch space as JSON lines)."""
+        if len(data) > MAX_EVENT:
+            self.report.add(name, "event", SKIPPED, reason=f"larger than {MAX_EVENT} bytes: kept as a file only")
+            return
+        try:
+            event = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            self.report.add(name, "event", SKIPPED, reason="not valid JSON: kept as a file only")
+            return
+        problem = convert.event_problem(event) if isinstance(event, dict) else "not a JSON object"
+        if problem:
+            self.report.add(name, "event", SKIPPED, reason=f"{problem}: kept as a file only")
+            return
+        calendar = convert.calendar_name(event)
+        if calendar not in self.calendars:
+            self.calendars[calendar] = open(self.scratch / f"calendar-{len(self.calendars)}.jsonl", "w+b")  # noqa: SIM115
+        self.calendars[calendar].write(json.dumps(event).encode() + b"\n")
+        self.report.add(name, "event", CONVERTED, f"calendar {calendar}")
+
+    def write_calendars(self) -> None:
+        if not self.calendars:
+            return
+        folder = self.dest + (convert.CALENDAR_DIR,)
+        for calendar, handle in self.calendars.items():
+            handle.seek(0)
+            events = (json.loads(line) for line in handle)
+            data = convert.calendar_ics(calendar, events)
+            source = f"calendar {calendar}"
+            key = "calendar:" + calendar
+            if not self.dry and self.ledger.get(key):
+                self.report.add(source, "calendar", ALREADY, self.ledger.get(key)["path"])
+                continue
+            parent = self.ensure_dir(folder, source)
+            if parent is None:
+                continue
+            spool_file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=self.scratch)  # noqa: SIM115
+            spool_file.write(data)
+            spool = _Spool.__new__(_Spool)
+            spool.file, spool.size = spool_file, len(data)
+            spool.md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+            try:
+                final = self.upload(key, parent, convert.calendar_file_name(calendar), spool, source, "calendar")
+            finally:
+                spool.close()
+            if final:
+                self.report.add(source, "calendar", RENAMED if final[1] else CONVERTED, final[0],
+                                "iCalendar file of the v2 calendar's events")
+
+    # -- albums -----------------------------------------------------------------------------
+
+    def albums_file(self, item: Member, name: str) -> None:
+        for number, line in convert.ndjson(_chunks(item)):
+            source = f"{name} line {number}"
+            album = line if isinstance(line, convert.BadLine) else convert.album_from(line)
+            if not isinstance(album, convert.Album):
+                self.report.add(source, "album", SKIPPED,
+                                reason=album.reason if isinstance(album, convert.BadLine) else album)
+                continue
+            if album.v2_id in self.albums:
+                self.report.add(source, "album", SKIPPED, reason=f"album {album.v2_id} listed twice")
+                continue
+            doc_id = self.fixed_id("album", album.v2_id)
+            self.albums[album.v2_id] = doc_id
+            outcome = self._create(convert.ALBUMS, doc_id, album.doc(), "album:" + album.v2_id, source)
+            if outcome:
+                self.report.add(source, "album", outcome, f"{convert.ALBUMS}/{doc_id}", album.name)
+
+    def _create(self, doctype: str, doc_id: str, doc: dict, key: str, source: str) -> str | None:
+        if self.dry:
+            return CONVERTED
+        if self.ledger.get(key):
+            return ALREADY
+        try:
+            self.target.client().create_doc_with_id(doctype, doc_id, doc)
+        except StackError as error:
+            if error.status != 409:  # 409: created before a crash, not yet in the ledger
+                self._fail(source, doctype, error)
+                return None
+        self.ledger.put(key, doc_id)
+        return CONVERTED
+
+    def apply_references(self) -> None:
+        for source, ref in self.references:
+            if ref.albumid is None:
+                self.report.add(source, "reference", SKIPPED, reason="the photo is in no album")
+                continue
+            album = self.albums.get(ref.albumid)
+            if album is None:
+                self.report.add(source, "reference", SKIPPED, reason=f"album {ref.albumid} is not in albums.json")
+                continue
+            photo_key = convert.member_key("/".join(ref.parts), 1)  # a repeated path: the first copy, as v2's own
+            photo = None if self.dry else self.ledger.get(photo_key)
+            if self.dry:
+                if self.occurrences["/".join(ref.parts)] == 0:
+                    photo = None
+                else:
+                    photo = {"id": "dry", "path": "/" + "/".join(self.dest + ref.parts[1:])}
+            if photo is None:
+                self.report.add(source, "reference", SKIPPED, reason="the photo is not in the export (or was skipped)")
+                continue
+            key = f"ref:{ref.albumid}:{photo_key}"
+            if not self.dry and self.ledger.get(key):
+                self.report.add(source, "reference", ALREADY, photo["path"])
+                continue
+            if not self.dry:
+                try:
+                    self.target.client().add_referenced_by(photo["id"], [{"type": convert.ALBUMS, "id": album}])
+                except StackError as error:
+                    self._fail(source, "reference", error)
+                    continue
+                self.ledger.put(key, photo["id"])
+            self.report.add(source, "reference", CONVERTED, photo["path"], f"in album {convert.ALBUMS}/{album}")
+
+    # -- contacts ---------------------------------------------------------------------------
+
+    def contacts(self, item: Member, name: str) -> None:
+        self.occurrences[item.path] += 1
+        key = convert.member_key(item.path, self.occurrences[item.path])
+        if item.size > MAX_VCF:
+            _drain(item)
+            self.report.add(name, "contact", SKIPPED, reason=f"larger than {MAX_VCF} bytes")
+            return
+        found = convert.contacts_from_vcf(_read_all(item, limit=MAX_VCF))
+        if isinstance(found, str):
+            self.report.add(name, "contact", SKIPPED, reason=found)
+            return
+        for index, contact in enumerate(found):
+            doc = dict(contact.doc)
+            groups = []
+            for group in contact.groups:
+                group_id = convert.group_id(group)
+                if self._create(convert.GROUPS, group_id, {"name": group, "metadata": {"version": 1}},
+                                "group:" + group, f"{name} group {group}"):
+                    groups.append({"_id": group_id, "_type": convert.GROUPS})
+            if groups:
+                doc["relationships"] = {"groups": {"data": groups}}
+            card_key = f"contact:{key}:{index}"
+            doc_id = self.fixed_id("contact", card_key)
+            outcome = self._create(convert.CONTACTS, doc_id, doc, card_key, name)
+            if outcome:
+                reason = ("no v3 field for: " + "; ".join(contact.dropped)) if contact.dropped else ""
+                self.report.add(name + (f" card {index + 1}" if len(found) > 1 else ""), "contact", outcome,
+                                f"{convert.CONTACTS}/{doc_id}", reason)
+
+
+def check_quota(usage: dict, needed: int, domain: str) -> None:
+    """Refuse before writing when the export's files do not fit the instance's quota."""
+    quota = int(usage.get("quota") or 0)
+    used = int(usage.get("used") or 0)
+    if quota and used + needed > quota:
+        raise CozyopsError(f"instance {domain}", f"the export needs {needed} bytes, the instance has "
+                           f"{max(quota - used, 0)} free of its {quota}-byte quota", "raise its quota first")
+
+
+def scratch_dir() -> Path:
+    """The importer's own scratch space (spooled members, calendars), under the user's cache."""
+    from cozyops import paths
+
+    base = paths.cache_dir() / "v2"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
