@@ -43,13 +43,6 @@ def _quiet(_: str) -> None:
     pass
 
 
-def stack_module():
-    """cozyops.lab.stack, imported when a lab has the stack (it needs the templates)."""
-    from cozyops.lab import stack
-
-    return stack
-
-
 def default_dir(lab_id: str) -> Path:
     return paths.labs_dir() / lab_id
 
@@ -321,12 +314,12 @@ class Lab:
 
     def _stack_up(self, state: LabState, wanted: list[HostSpec], report: Report) -> None:
         """The cozy-stack double and pouchdb-server on every host, in parallel (idempotent)."""
-        from cozyops.lab import pouchdb
+        from cozyops.lab import pouchdb, stack  # only labs with the stack need these
 
         modules = pouchdb.find()
         subdomains = fleet.subdomain_mode(self.fleet_dir)
         report("installing the cozy-stack double on " + ", ".join(host.name for host in wanted))
-        self._on_hosts(wanted, lambda ssh: stack_module().StackInstaller(ssh, modules, subdomains, report).install())
+        self._on_hosts(wanted, lambda ssh: stack.StackInstaller(ssh, modules, subdomains, report).install())
         state.stack = True
         self._save(state)
 
@@ -343,10 +336,6 @@ class Lab:
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
             for future in [pool.submit(one, host) for host in targets]:
                 future.result()
-
-    def stack_transport(self, name: str) -> SshTransport:
-        """An SSH transport to a host (call inside the lab's namespace)."""
-        return SshTransport(self.ssh_target(name))
 
     def _apt_proxy_up(self, state: LabState, report: Report) -> None:
         running = state.process(APT_PROXY)
