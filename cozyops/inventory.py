@@ -266,6 +266,17 @@ def _string(value: Any, label: str, key: str) -> str:
     return str(value).strip()
 
 
+def _strings(value: Any, label: str, key: str, what: str, check=_string) -> tuple[str, ...]:
+    """A list of strings, a single string standing for a one-item list, or nothing (None, false)."""
+    if value is None or value is False:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(label, f"{key}: must be a list of {what}")
+    return tuple(check(item, label, f"{key}[{i}]") for i, item in enumerate(value))
+
+
 def _secret_file(root: Path, value: Any, label: str, key: str) -> Path:
     path = Path(_string(value, label, key))
     path = path if path.is_absolute() else root / path
@@ -331,12 +342,7 @@ def _dns(root: Path, setting: _Setting, zone: str) -> DnsSettings:
         raise ConfigError(
             label, f"{key}.tsig_key_file: missing", "updates must be signed: a tsig-keygen file, mode 0600"
         )
-    nameservers = body.get("nameservers") or ()
-    if isinstance(nameservers, str):
-        nameservers = [nameservers]
-    if not isinstance(nameservers, list | tuple):
-        raise ConfigError(label, f"{key}.nameservers: must be a list of addresses")
-    nameservers = tuple(_string(value, label, f"{key}.nameservers[{i}]") for i, value in enumerate(nameservers))
+    nameservers = _strings(body.get("nameservers") or (), label, f"{key}.nameservers", "addresses")
     delegation = None
     if body.get("acme_challenge") is not None:
         sub = _mapping(body["acme_challenge"], label, f"{key}.acme_challenge")
@@ -378,14 +384,8 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
             label, f"{key}.directory: {directory_name!r} is neither "
             f"{' nor '.join(ACME_DIRECTORIES)} nor an https:// URL"
         )
-    caa_value = body.get("caa", CAA_IDENTITIES.get(directory_name, ()))
-    if caa_value is False or caa_value is None:
-        caa_value = ()
-    if isinstance(caa_value, str):
-        caa_value = [caa_value]
-    if not isinstance(caa_value, list | tuple):
-        raise ConfigError(label, f"{key}.caa: must be a list of CA domains (e.g. letsencrypt.org) or false")
-    caa = tuple(check_domain(value, label, f"{key}.caa[{i}]") for i, value in enumerate(caa_value))
+    caa = _strings(body.get("caa", CAA_IDENTITIES.get(directory_name, ())), label, f"{key}.caa",
+                   "CA domains (e.g. letsencrypt.org) or false", check_domain)
     ca_bundle = None
     if body.get("ca_bundle") is not None:
         ca_bundle = Path(_string(body["ca_bundle"], label, f"{key}.ca_bundle"))

@@ -31,7 +31,7 @@ import dns.rcode
 from cozyops import files
 from cozyops.dns.tsig import TsigKey
 from cozyops.errors import LabError
-from cozyops.lab import aptsources, hostboot, netns, procs, rootfs, sshkeys
+from cozyops.lab import hostboot, netns, procs, rootfs, sshkeys
 from cozyops.lab.spec import SSH_PORT, HostSpec, LabSpec
 
 INIT_SOURCE = Path(__file__).with_name("host_init.py")
@@ -118,8 +118,12 @@ def _put(upper: Path, lower: Path, path: str, content: str | bytes, mode: int = 
     files.write_atomic(upper / relative, content, mode)
 
 
-def prepare(spec: LabSpec, host: HostSpec, where: HostFiles, lower: Path, client_public: str) -> None:
-    """Write what makes the shared root filesystem this host, into its upper layer (host not running)."""
+def prepare(
+    spec: LabSpec, host: HostSpec, where: HostFiles, lower: Path, client_public: str, apt_files: dict[str, Path]
+) -> None:
+    """Write what makes the shared root filesystem this host, into its upper layer (host not running).
+
+    ``apt_files`` are the machine's apt sources, settings and keyrings (``aptsources.files_to_mirror``)."""
     base = where.dir(host)
     upper = base / "upper"
     for sub in ("upper", "work", "root"):
@@ -137,7 +141,7 @@ def prepare(spec: LabSpec, host: HostSpec, where: HostFiles, lower: Path, client
     _put(upper, lower, "/etc/ssh/sshd_config.d/cozyops-lab.conf", SSHD_DROP_IN)
     _put(upper, lower, "/root/.ssh/authorized_keys", f"{client_public} cozyops-lab-controller\n", 0o600)
     (upper / "root" / ".ssh").chmod(0o700)
-    rootfs.install_apt_files(upper, aptsources.files_to_mirror(aptsources.read_targets()), lower=lower)
+    rootfs.install_apt_files(upper, apt_files, lower=lower)
     _put(upper, lower, f"/etc/apt/apt.conf.d/{PROXY_CONF_NAME}", PROXY_CONF.format(proxy=spec.apt_proxy))
     _put(upper, lower, hostboot.INIT, INIT_SOURCE.read_bytes(), 0o755)
     # The host has no init package: its /sbin/init is cozyops's (invoke-rc.d starts services only

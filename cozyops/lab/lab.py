@@ -283,7 +283,9 @@ class Lab:
         where = self.host_files
         state.hosts, state.rootfs = len(wanted), str(lower)
         self._save(state)
-        self._apt_proxy_up(state, report)
+        targets = aptsources.read_targets()  # the machine's apt sources, read once for this `up`
+        self._apt_proxy_up(state, targets, report)
+        apt_files = aptsources.files_to_mirror(targets)
         client_public = sshkeys.ensure_key(where.client_key, f"cozyops-lab-{self.spec.id}")
         inits = {}
         booted = []
@@ -298,7 +300,7 @@ class Lab:
                 self._save(state)
             if not netns.exists(host.netns):
                 hosts.create_network(self.spec, host)
-            hosts.prepare(self.spec, host, where, lower, client_public)
+            hosts.prepare(self.spec, host, where, lower, client_public, apt_files)
             state.processes = [p for p in state.processes if p.name != hosts.process_name(host)]
             init = hosts.boot(host, where, lower)
             state.processes.append(init)
@@ -337,11 +339,11 @@ class Lab:
             for future in [pool.submit(one, host) for host in targets]:
                 future.result()
 
-    def _apt_proxy_up(self, state: LabState, report: Report) -> None:
+    def _apt_proxy_up(self, state: LabState, targets: list[aptsources.Target], report: Report) -> None:
         running = state.process(APT_PROXY)
         if running and procs.alive(running):
             return
-        allowed = aptsources.allowed(aptsources.read_targets())
+        allowed = aptsources.allowed(targets)
         report("apt proxy to " + ", ".join(f"{host}:{port}" for host, port in allowed))
         # The socket listens in the lab's namespace; the proxy that serves it runs in the machine's.
         listener = netns.inside(

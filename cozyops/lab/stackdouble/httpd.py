@@ -93,10 +93,7 @@ class Request:
                 return b""
             data = rfile.read(min(size, self._remaining))
             if not data:
-                self.short_body = True
-                self._done = True
-                self.handler.close_connection = True
-                return b""
+                return self._cut_short()
             self._remaining -= len(data)
             return data
         if self._chunk_left == 0:
@@ -112,14 +109,18 @@ class Request:
                 return b""
         data = rfile.read(min(size, self._chunk_left))
         if not data:
-            self.short_body = True
-            self._done = True
-            self.handler.close_connection = True
-            return b""
+            return self._cut_short()
         self._chunk_left -= len(data)
         if self._chunk_left == 0:
             rfile.readline(3)
         return data
+
+    def _cut_short(self) -> bytes:
+        """The client sent less than it announced: the body ends here, and so does the connection."""
+        self.short_body = True
+        self._done = True
+        self.handler.close_connection = True
+        return b""
 
     def body(self) -> bytes:
         if self._body is None:
