@@ -2,22 +2,47 @@
 
 The library never prints and never exits; commands render its results here. Messages and
 progress go to standard error, data (``--json``) alone to standard output.
+
+Each command group lives in its own module, imported only when the command line names it: a
+process that issues one certificate does not pay for paramiko, jinja2 or the v2 converters.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from cozyops import __version__, paths
-from cozyops.cli import cert as cert_commands
-from cozyops.cli import dns as dns_commands
-from cozyops.cli import lab as lab_commands
-from cozyops.cli import v2 as v2_commands
 from cozyops.cli.render import err_console, settings
 from cozyops.errors import CozyopsError
+
+# name -> module whose `app` is that group, in the order `--help` lists them.
+GROUPS = {
+    "lab": "cozyops.cli.lab",
+    "dns": "cozyops.cli.dns",
+    "cert": "cozyops.cli.cert",
+    "v2": "cozyops.cli.v2",
+}
+
+
+class LazyGroups(TyperGroup):
+    """The root group: its subgroups are imported when asked for (or when `--help` lists them)."""
+
+    def list_commands(self, ctx):
+        return [*super().list_commands(ctx), *(name for name in GROUPS if name not in self.commands)]
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in GROUPS:
+            sub = importlib.import_module(GROUPS[name]).app
+            sub.rich_markup_mode = app.rich_markup_mode  # as add_typer would: the root's plain help
+            group = typer.main.get_command(sub)
+            group.name = name
+            self.commands[name] = group
+        return super().get_command(ctx, name)
 
 HELP = """\
 cozyops runs Cozy (cozy-stack) hosting: DNS records and wildcard TLS certificates for every
@@ -44,11 +69,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=LazyGroups,
 )
-app.add_typer(lab_commands.app, name="lab")
-app.add_typer(dns_commands.app, name="dns")
-app.add_typer(cert_commands.app, name="cert")
-app.add_typer(v2_commands.app, name="v2")
 
 log = logging.getLogger("cozyops")
 

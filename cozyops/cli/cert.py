@@ -6,10 +6,9 @@ import datetime
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cozyops import inventory
-from cozyops.cli.render import emit_json, err_console
+from cozyops.cli.render import PlainProgress, emit_json, err_console
 from cozyops.errors import CozyopsError
 from cozyops.tls.manager import CertManager, CertPlan, RunResult, Status, now_utc
 
@@ -68,7 +67,7 @@ def ls(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: bool =
         emit_json(rows)
         return
     if not rows:
-        err_console.print("no certificates: the fleet has no instances", soft_wrap=True)
+        err_console.print("no certificates: the fleet has no instances", markup=False, soft_wrap=True)
     for row in rows:
         if row["not_after"]:
             print(f"{row['name']:<40} {row['status']:<8} {row['days_left']:>6} days left, "
@@ -94,8 +93,12 @@ def _print_plan(plan: CertPlan, verb: str) -> None:
 def _run(manager: CertManager, plan: CertPlan, quiet: bool) -> RunResult:
     if not plan.todo:
         return RunResult()
+    if err_console.plain():
+        return manager.execute(plan.todo, PlainProgress("certificates"))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=quiet) as progress:
+                  console=err_console.rich, transient=quiet) as progress:
         task = progress.add_task("certificates", total=len(plan.todo))
 
         def advance(stage: str, done: int, total: int) -> None:
@@ -121,7 +124,7 @@ def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool,
                               highlight=False, markup=False, soft_wrap=True)
         if result.issued:
             err_console.print(f"{len(result.issued)} certificates in {result.seconds:.2f} s",
-                              style="green", highlight=False, soft_wrap=True)
+                              style="green", markup=False, highlight=False, soft_wrap=True)
         for problem in result.cleanup_problems:
             err_console.print(f"! challenge cleanup: {problem}", style="yellow", markup=False, soft_wrap=True)
     problems = [f"{name}: {reason}" for name, reason in sorted(result.failed.items())]

@@ -172,7 +172,7 @@ def _apply_with_progress(manager: DnsManager, the_plan: Plan, wait: bool, timeou
                          quiet: bool) -> ApplyReport:
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=quiet,
+        console=err_console.rich, transient=quiet,
     )
     with progress:
         task = progress.add_task(f"applying to {the_plan.zone}", total=len(the_plan.changes))
@@ -251,7 +251,7 @@ def check(fleet: Path = FleetOption, json: bool = JsonOption) -> None:
     """
     manager = _manager(fleet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as progress:
+                  console=err_console.rich, transient=True) as progress:
         task = progress.add_task("asking the authoritative servers", total=None)
 
         def advance(done: int, total: int) -> None:

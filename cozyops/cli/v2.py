@@ -38,7 +38,7 @@ def _limits(max_size: int, max_ratio: float) -> Limits:
 
 def _progress(total: int, what: str) -> Progress:
     return Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TextColumn("{task.fields[items]} items"), TimeElapsedColumn(), console=err_console,
+                    TextColumn("{task.fields[items]} items"), TimeElapsedColumn(), console=err_console.rich,
                     transient=True)
 
 

@@ -120,3 +120,44 @@ def test_missing_packages_are_named_with_the_setup_command(capsys, monkeypatch, 
     assert code == 1
     assert "missing Debian packages knot, pebble" in err
     assert "cozyops lab setup" in err
+
+
+def test_a_command_imports_only_its_own_group(tmp_path):
+    """`cozyops cert ...` loads the cert group alone: no paramiko, jinja2, v2 converters, and no
+    rich when it writes plain lines to a pipe (each costs start-up time on every run)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom cozyops import cli\ntry:\n    cli.main(['cert', 'ls', '--fleet', sys.argv[1]])\n"
+             "except SystemExit:\n    pass\n"
+             "print(' '.join(m for m in ('paramiko', 'jinja2', 'icalendar', 'vobject', 'rich', 'pydantic',"
+             " 'cozyops.cli.lab', 'cozyops.cli.v2', 'cozyops.cli.dns', 'cozyops.cli.cert') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "no-fleet")], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path / "state")}, check=True)
+    assert result.stdout.split() == ["cozyops.cli.cert"], result.stderr
+    assert result.stderr.startswith("cozyops: error: ") and "no-fleet" in result.stderr
+
+
+def test_help_lists_every_group_in_order(capsys):
+    code, out, _ = run(capsys, "--help")
+    commands = out.split("Commands:")[1].split()
+    assert code == 0 and [word for word in commands if word in cli.GROUPS] == list(cli.GROUPS)
+
+
+def test_plain_progress_is_silent_for_short_work_and_periodic_for_long(capsys, monkeypatch):
+    from cozyops.cli import render
+
+    clock = iter([0.0, 1.0, 2.0])
+    monkeypatch.setattr(render.time, "monotonic", lambda: next(clock))
+    short = render.PlainProgress("certificates", every=5)
+    short("issue", 1, 2)
+    short("issue", 2, 2)
+    assert capsys.readouterr().err == ""
+
+    clock = iter([0.0, 6.0, 6.0, 7.0, 8.0, 8.0])
+    monkeypatch.setattr(render.time, "monotonic", lambda: next(clock))
+    long = render.PlainProgress("certificates", every=5)
+    long("issue", 1, 3)
+    long("issue", 2, 3)
+    long("issue", 3, 3)
+    assert capsys.readouterr().err.splitlines() == ["certificates: 1/3 (6.0 s)", "certificates: 3/3 (8.0 s)"]
