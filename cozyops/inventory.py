@@ -405,7 +405,11 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
         budget = _number(body["budget"], label, f"{key}.budget", int, 0)
     concurrency = _number(body.get("concurrency", 16), label, f"{key}.concurrency", int, 1, 256)
     reload = _string(body.get("nginx_reload", "service nginx reload"), label, f"{key}.nginx_reload")
-    return AcmeSettings(directory, email, ca_bundle, caa, key_type, eab_kid, eab_file, budget, concurrency, reload)
+    deploy_dir = _string(body.get("deploy_dir", "/etc/ssl/cozyops"), label, f"{key}.deploy_dir")
+    if not deploy_dir.startswith("/") or "\n" in deploy_dir:
+        raise ConfigError(label, f"{key}.deploy_dir: must be an absolute path on the servers, not {deploy_dir!r}")
+    return AcmeSettings(directory, email, ca_bundle, caa, key_type, eab_kid, eab_file, budget, concurrency, reload,
+                        deploy_dir)
 
 
 def _server(host: _Host) -> Server:

@@ -103,6 +103,7 @@ class AcmeSettings:
     budget: int | None = None  # new certificates per registered domain per week; None: the CA's known limit
     concurrency: int = 16  # orders in flight at once
     nginx_reload: str = "service nginx reload"
+    deploy_dir: str = "/etc/ssl/cozyops"  # on each server: <deploy_dir>/<name>/fullchain.pem, privkey.pem
 
 
 @dataclass(frozen=True)

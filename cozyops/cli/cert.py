@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -26,6 +27,7 @@ FleetOption = typer.Option(
 )
 JsonOption = typer.Option(False, "--json", help="Print JSON (and only JSON) on standard output.")
 NamesArgument = typer.Argument(None, help="Certificate names or instance domains (default: every one).")
+DeployOption = typer.Option(False, "--deploy", help="Then deploy what was issued to its servers (as `cert deploy`).")
 
 
 def _manager(fleet: Path | None) -> CertManager:
@@ -107,7 +109,8 @@ def _run(manager: CertManager, plan: CertPlan, quiet: bool) -> RunResult:
         return manager.execute(plan.todo, advance)
 
 
-def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool, key: str) -> None:
+def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool, key: str,
+            deployed: DeployResult | None = None) -> None:
     if json:
         emit_json({
             **plan.to_json(),
@@ -116,6 +119,7 @@ def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool,
             "cleanup_problems": result.cleanup_problems,
             "seconds": round(result.seconds, 3),
             "certificates": {name: str(manager.store.fullchain(name)) for name in sorted(result.issued)},
+            **({"deployed": deployed.rows, "deploy_failed": deployed.failed} if deployed else {}),
         })
     else:
         for name in sorted(result.issued):
@@ -128,6 +132,8 @@ def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool,
         for problem in result.cleanup_problems:
             err_console.print(f"! challenge cleanup: {problem}", style="yellow", markup=False, soft_wrap=True)
     problems = [f"{name}: {reason}" for name, reason in sorted(result.failed.items())]
+    if deployed:
+        problems += [f"deploy {what}: {why}" for what, why in sorted(deployed.failed.items())]
     if plan.refused:
         problems.append(f"{len(plan.refused)} over the weekly budget: " + ", ".join(s.name for s in plan.refused))
     if problems:
@@ -137,24 +143,106 @@ def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool,
 @app.command()
 def issue(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: bool = JsonOption,
           force: bool = typer.Option(False, "--force", help="Issue again even when not due."),
-          dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be issued; change nothing.")) -> None:
+          dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be issued; change nothing."),
+          deploy: bool = DeployOption) -> None:
     """Issue the missing and due certificates (NAMEs: only those; --force: even when valid)."""
     manager = _manager(fleet)
     with manager.locked("cozyops cert issue"):
         plan = manager.plan(names, force=force)
         _print_plan(plan, "issued")
         result = RunResult() if dry_run else _run(manager, plan, json)
-    _report(manager, plan, result, json, "issued")
+        deployed = _deploy(manager, sorted(result.issued), None, json) if deploy and result.issued else None
+    _report(manager, plan, result, json, "issued", deployed)
 
 
 @app.command()
 def renew(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: bool = JsonOption,
-          dry_run: bool = typer.Option(False, "--dry-run", help="Show what is due; change nothing.")) -> None:
+          dry_run: bool = typer.Option(False, "--dry-run", help="Show what is due; change nothing."),
+          deploy: bool = DeployOption) -> None:
     """Renew the certificates that are due: in the CA's ARI window (RFC 9773) when it offers one,
-    else when a third of the lifetime is left. Safe to run from a daily timer."""
+    else when a third of the lifetime is left. Safe to run from a daily timer (with --deploy, the
+    renewed certificates go to their servers and nginx is reloaded)."""
     manager = _manager(fleet)
     with manager.locked("cozyops cert renew"):
         plan = manager.plan(names, renew_only=True)
         _print_plan(plan, "renewed")
         result = RunResult() if dry_run else _run(manager, plan, json)
-    _report(manager, plan, result, json, "renewed")
+        deployed = _deploy(manager, sorted(result.issued), None, json) if deploy and result.issued else None
+    _report(manager, plan, result, json, "renewed", deployed)
+
+
+@dataclass
+class DeployResult:
+    rows: list[dict] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # "name on server" -> why
+
+
+def _deploy(manager: CertManager, names: list[str], servers: list[str] | None, quiet: bool) -> DeployResult:
+    """Each certificate to the servers of its instances, a server at a time (its certificates share
+    one nginx reload), a few servers at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cozyops.tls import deploy as tls
+    from cozyops.transport import fleet as hosts
+
+    fleet, acme, store = manager.fleet, manager.acme, manager.store
+    unknown = sorted(set(servers or ()) - set(fleet.servers))
+    if unknown:
+        raise CozyopsError(f"server {unknown[0]}", f"is not a server of fleet {fleet.name}")
+    records = store.records()
+    result = DeployResult()
+    work: dict[str, list[tls.Item]] = {}
+    for spec in manager.specs(names):
+        if spec.name not in records:
+            result.failed[spec.name] = "not issued yet (`cozyops cert issue`)"
+            continue
+        item = tls.Item(spec.name, store.fullchain(spec.name).read_bytes(), store.privkey(spec.name).read_bytes(),
+                        spec.domains[0])
+        for server in tls.servers_of(fleet, spec):
+            if not servers or server in servers:
+                work.setdefault(server, []).append(item)
+
+    def to_server(server: str) -> list[tuple[tls.Item, tls.Deployed | CozyopsError]]:
+        items = work[server]
+        try:
+            with hosts.transport(fleet.root, server) as transport:
+                outcomes = tls.deploy_many(transport, items, acme.deploy_dir, acme.nginx_reload)
+        except CozyopsError as error:
+            outcomes = [error] * len(items)
+        return list(zip(items, outcomes, strict=True))
+
+    with ThreadPoolExecutor(max_workers=min(8, len(work) or 1)) as pool:
+        for server, pairs in zip(sorted(work), pool.map(to_server, sorted(work)), strict=True):
+            for item, outcome in pairs:
+                if isinstance(outcome, CozyopsError):
+                    result.failed[f"{item.name} on {server}"] = str(outcome)
+                    continue
+                result.rows.append({"name": item.name, "server": server, "serial": outcome.serial,
+                                    "changed": outcome.changed, "fullchain": outcome.fullchain,
+                                    "privkey": outcome.privkey})
+                if not quiet:
+                    what = "deployed, nginx reloaded, served" if outcome.changed else "unchanged, served"
+                    err_console.print(f"{item.name} on {server}: serial {outcome.serial}, {what}",
+                                      markup=False, highlight=False, soft_wrap=True)
+    return result
+
+
+@app.command("deploy")
+def deploy_command(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: bool = JsonOption,
+                   server: list[str] = typer.Option(None, "--server", help="Only to this server (repeatable)."),
+                   ) -> None:
+    """Install the certificates on the servers of their instances (over SSH, or locally for
+    `ansible_connection: local`): files under cozy_acme.deploy_dir (default /etc/ssl/cozyops), `nginx -t`,
+    one reload per server (cozy_acme.nginx_reload), then a TLS handshake with SNI must show each new
+    certificate. A certificate nginx refuses keeps the previous files; one already in place and served
+    is left alone."""
+    manager = _manager(fleet)
+    with manager.locked("cozyops cert deploy"):
+        result = _deploy(manager, names, server, json)
+    if json:
+        emit_json({"deployed": result.rows, "failed": result.failed})
+    elif not result.rows and not result.failed:
+        err_console.print("nothing to deploy: no certificate has a server", markup=False, soft_wrap=True)
+    if result.failed:
+        raise CozyopsError(f"{len(result.failed)} deployment(s) not done",
+                           "; ".join(f"{what}: {why}" for what, why in sorted(result.failed.items())))

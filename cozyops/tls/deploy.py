@@ -1,11 +1,13 @@
-"""Deploy a certificate to nginx over a transport: copy, test, reload, verify by a TLS handshake.
+"""Deploy certificates to nginx over a transport: copy, test, reload, verify by a TLS handshake.
 
-On the server, ``<dir>/<name>/fullchain.pem`` and ``privkey.pem`` (0600). The files in place are
-kept aside first; the new ones are written atomically; ``nginx -t`` must accept them, else the old
-ones are put back (or the new ones removed when there were none) and nginx is not reloaded. After
-the reload, a TLS handshake with SNI (through the transport's port forwarding, or to a given
-address) must show the new certificate: nginx's workers take the new one within moments, so the
-handshake is retried for a few seconds.
+On the server, ``<dir>/<name>/fullchain.pem`` and ``privkey.pem`` (0600). When the server already
+has these very files and serves the certificate, nothing is done (a daily timer may deploy
+everything). Otherwise the files in place are kept aside first, the new ones are written
+atomically, and ``nginx -t`` must accept them, else the old ones are put back (or the new ones
+removed when there were none) and that certificate is not deployed. The certificates of one server
+share one reload. After it, a TLS handshake with SNI (through the transport's port forwarding, or
+to a given address) must show each new certificate: nginx's workers take the new one within
+moments, so the handshake is retried for a few seconds.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from cozyops.errors import CozyopsError
+from cozyops.model import Fleet
+from cozyops.tls.policy import CertSpec
 from cozyops.tls.store import split_chain
-from cozyops.transport.base import Transport
+from cozyops.transport.base import Transport, TransportError
 
 REMOTE_DIR = "/etc/ssl/cozyops"
 VERIFY_SECONDS = 10.0
@@ -41,6 +45,13 @@ class Deployed:
     privkey: str
     serial: str
     verified: bool
+    changed: bool = True  # False: the server had these files and served the certificate already
+
+
+def servers_of(fleet: Fleet, spec: CertSpec) -> list[str]:
+    """The servers that need the certificate: those of the instances it covers (a flat-mode
+    certificate for the zone goes to every server with an instance under it)."""
+    return sorted({instance.server for instance in fleet.instances if instance.domain in spec.instances})
 
 
 def served_certificate(host: str, port: int, server_name: str, timeout: float = 5.0) -> x509.Certificate:
@@ -59,9 +70,9 @@ def _fingerprint(cert: x509.Certificate) -> bytes:
 
 
 def _wait_served(check: Callable[[str], x509.Certificate], server_name: str,
-                 leaf: x509.Certificate) -> tuple[bool, x509.Certificate | None]:
+                 leaf: x509.Certificate, seconds: float = VERIFY_SECONDS) -> tuple[bool, x509.Certificate | None]:
     """Handshakes until ``leaf`` is served (nginx's workers take a reload within moments)."""
-    end = time.monotonic() + VERIFY_SECONDS
+    end = time.monotonic() + seconds
     served = None
     while True:
         try:
@@ -75,6 +86,16 @@ def _wait_served(check: Callable[[str], x509.Certificate], server_name: str,
         time.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class Item:
+    """One certificate to put on a server: its name, files, and a name to ask for by SNI."""
+
+    name: str
+    fullchain_pem: bytes
+    key_pem: bytes
+    server_name: str
+
+
 def deploy(transport: Transport, name: str, fullchain_pem: bytes, key_pem: bytes, server_name: str,
            remote_dir: str = REMOTE_DIR, reload: str = "service nginx reload",
            check: Callable[[str], x509.Certificate] | None = None, port: int = 443) -> Deployed:
@@ -83,37 +104,114 @@ def deploy(transport: Transport, name: str, fullchain_pem: bytes, key_pem: bytes
     ``check(server_name)`` returns the certificate served for that name; by default a handshake
     through the transport's forwarding of ``port``.
     """
+    (outcome,) = deploy_many(transport, [Item(name, fullchain_pem, key_pem, server_name)], remote_dir, reload,
+                             check, port)
+    if isinstance(outcome, DeployError):
+        raise outcome
+    return outcome
+
+
+def deploy_many(transport: Transport, items: list[Item], remote_dir: str = REMOTE_DIR,
+                reload: str = "service nginx reload", check: Callable[[str], x509.Certificate] | None = None,
+                port: int = 443) -> list[Deployed | DeployError]:
+    """Every certificate of ``items`` on one server, with one reload: for each, in order, what was
+    done (a Deployed) or why not (a DeployError; the server keeps its previous files for it)."""
     host = transport.name
-    folder = f"{remote_dir.rstrip('/')}/{name}"
-    chain, key = f"{folder}/fullchain.pem", f"{folder}/privkey.pem"
-    leaf = x509.load_pem_x509_certificate(split_chain(fullchain_pem.decode())[0].encode())
-    q = shlex.quote
-    transport.run(f"mkdir -p {q(folder)} && chmod 755 {q(folder)} && "
-                  f"for f in {q(chain)} {q(key)}; do if [ -e \"$f\" ]; then cp -p \"$f\" \"$f.old\"; "
-                  f"else rm -f \"$f.old\"; fi; done").check(host)
-    transport.put(key_pem, key, 0o600)
-    transport.put(fullchain_pem, chain, 0o644)
-    test = transport.run("nginx -t")
-    if test.returncode != 0:
-        transport.run(f"for f in {q(chain)} {q(key)}; do if [ -e \"$f.old\" ]; then mv -f \"$f.old\" \"$f\"; "
-                      f"else rm -f \"$f\"; fi; done").check(host)
-        lines = [line for line in test.stderr.decode(errors="replace").splitlines() if "emerg" in line or
-                 "failed" in line] or test.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        raise DeployError(f"certificate {name} on {host}",
-                          f"nginx -t refuses it, the previous files are kept: {lines[0] if lines else 'exit status'}")
-    transport.run(reload).check(host)
-    transport.run(f"rm -f {q(chain)}.old {q(key)}.old").check(host)
+    outcomes: list[Deployed | DeployError | None] = [None] * len(items)
+    installed: list[tuple[int, x509.Certificate, str, str]] = []
     with contextlib.ExitStack() as stack:
-        if check is None:  # one forwarding for every attempt
+        if check is None:  # one forwarding for every handshake
             forward = stack.enter_context(transport.forward(port))
 
             def check(sni: str) -> x509.Certificate:
                 return served_certificate(forward.local_host, forward.local_port, sni)
 
-        verified, served = _wait_served(check, server_name, leaf)
-    if not verified:
-        what = f"serial {served.serial_number:x}" if served is not None else "no certificate (no TLS answer)"
-        raise DeployError(f"certificate {name} on {host}",
-                          f"after the reload, {server_name} is served {what}, "
-                          f"not the new serial {leaf.serial_number:x}")
-    return Deployed(host, name, chain, key, f"{leaf.serial_number:x}", verified)
+        todo: list[_Files] = []
+        for index, item in enumerate(items):
+            folder = f"{remote_dir.rstrip('/')}/{item.name}"
+            chain, key = f"{folder}/fullchain.pem", f"{folder}/privkey.pem"
+            leaf = x509.load_pem_x509_certificate(split_chain(item.fullchain_pem.decode())[0].encode())
+            if _remote(transport, chain) == item.fullchain_pem and _remote(transport, key) == item.key_pem \
+                    and _wait_served(check, item.server_name, leaf, seconds=0)[0]:
+                outcomes[index] = Deployed(host, item.name, chain, key, f"{leaf.serial_number:x}", True, changed=False)
+            else:
+                todo.append(_Files(index, item, folder, chain, key, leaf))
+        if todo:
+            refused = _install(transport, todo)
+            for entry in todo:
+                if entry.index in refused:
+                    outcomes[entry.index] = refused[entry.index]
+                else:
+                    installed.append((entry.index, entry.leaf, entry.chain, entry.key))
+        if installed:
+            transport.run(reload).check(host)
+            q = shlex.quote
+            transport.run(" ".join(f"rm -f {q(chain)}.old {q(key)}.old;" for _, _, chain, key in installed)).check(host)
+        for index, leaf, chain, key in installed:
+            item = items[index]
+            verified, served = _wait_served(check, item.server_name, leaf)
+            if verified:
+                outcomes[index] = Deployed(host, item.name, chain, key, f"{leaf.serial_number:x}", True)
+                continue
+            what = f"serial {served.serial_number:x}" if served is not None else "no certificate (no TLS answer)"
+            status = transport.run("service nginx status")
+            state = (status.stdout + status.stderr).decode(errors="replace").strip().splitlines()
+            outcomes[index] = DeployError(
+                f"certificate {item.name} on {host}",
+                f"after the reload, {item.server_name} is served {what}, not the new serial {leaf.serial_number:x} "
+                f"(service nginx status: {state[-1] if state else status.returncode})")
+    return outcomes  # type: ignore[return-value]
+
+
+def _remote(transport: Transport, path: str) -> bytes | None:
+    try:
+        return transport.get(path)
+    except TransportError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Files:
+    index: int
+    item: Item
+    folder: str
+    chain: str
+    key: str
+    leaf: x509.Certificate
+
+
+def _install(transport: Transport, todo: list[_Files]) -> dict[int, DeployError]:
+    """Every new pair of files in place (the previous ones kept aside as .old), then ``nginx -t``.
+    Several new sites may need each other's files, so they are tested together; when nginx refuses
+    a file of one of them, that one is put back and the rest tested again; when it refuses
+    something else, all are put back. Returns the refused ones."""
+    host, q = transport.name, shlex.quote
+
+    def put_back(entries: list[_Files]) -> None:
+        paths = " ".join(f"{q(e.chain)} {q(e.key)}" for e in entries)
+        transport.run(f"for f in {paths}; do if [ -e \"$f.old\" ]; then mv -f \"$f.old\" \"$f\"; "
+                      f"else rm -f \"$f\"; fi; done").check(host)
+
+    paths = " ".join(f"{q(e.chain)} {q(e.key)}" for e in todo)
+    folders = " ".join(q(e.folder) for e in todo)
+    transport.run(f"mkdir -p {folders} && chmod 755 {folders} && for f in {paths}; do if [ -e \"$f\" ]; "
+                  f"then cp -p \"$f\" \"$f.old\"; else rm -f \"$f.old\"; fi; done").check(host)
+    for entry in todo:
+        transport.put(entry.item.key_pem, entry.key, 0o600)
+        transport.put(entry.item.fullchain_pem, entry.chain, 0o644)
+    refused: dict[int, DeployError] = {}
+    pending = list(todo)
+    while pending:
+        test = transport.run("nginx -t")
+        if test.returncode == 0:
+            break
+        text = test.stderr.decode(errors="replace")
+        lines = [line for line in text.splitlines() if "emerg" in line or "failed" in line] \
+            or text.strip().splitlines()[-1:] or [f"exit status {test.returncode}"]
+        culprits = [e for e in pending if f"{e.folder}/" in lines[0]] or list(pending)
+        put_back(culprits)
+        for entry in culprits:
+            pending.remove(entry)
+            refused[entry.index] = DeployError(f"certificate {entry.item.name} on {host}",
+                                               f"nginx -t refuses it, the previous files are kept: {lines[0]}")
+    return refused

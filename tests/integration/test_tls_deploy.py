@@ -92,3 +92,72 @@ def test_deploy_to_nginx_reload_and_handshake_shows_the_new_certificate(lab, tmp
 
     inside(lab, scenario)
     manager.close()
+
+
+def test_cert_issue_deploy_and_cert_deploy_through_the_fleet(lab, tmp_path):
+    """The commands: `cert issue --deploy` puts each certificate on its instance's server (reached
+    with the fleet's hosts.yml, as Ansible would) with one reload; `cert deploy` again changes
+    nothing; an unknown server is one clear error."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    t = tag()
+    domains = [f"a{t}.{lab.spec.zone}", f"b{t}.{lab.spec.zone}"]
+    root = write_fleet(tmp_path / "fleet", lab, domains)
+    shutil.copy(lab.fleet_dir / "hosts.yml", root / "hosts.yml")
+    (root / "instances.yml").write_text(json.dumps({"instances": [{"domain": d, "server": HOST} for d in domains]}))
+
+    def cozyops(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cozyops", *argv, "--fleet", str(root)],
+                              capture_output=True, text=True, timeout=300)
+
+    def scenario():
+        with SshTransport(lab.ssh_target(HOST)) as ssh:
+            ssh.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx",
+                    timeout=600).check(HOST)
+            ssh.run("service nginx status >/dev/null || service nginx start").check(HOST)
+            for domain in domains:  # the sites exist before their certificates, as provisioning leaves them
+                ssh.put(SITE.format(name=domain, dir=deploy.REMOTE_DIR).encode(), f"/etc/nginx/sites-enabled/{domain}")
+            try:
+                issued = cozyops("cert", "issue", "--deploy", "--json")
+                assert issued.returncode == 0, issued.stderr
+                report = json.loads(issued.stdout)
+                assert sorted(report["issued"]) == domains and report["deploy_failed"] == {}
+                records = CertManager(inventory.load(root)).store.records()
+                assert sorted((row["name"], row["server"], row["changed"]) for row in report["deployed"]) == \
+                    [(d, HOST, True) for d in domains]
+                with ssh.forward(443) as forward:
+                    for domain in domains:
+                        served = deploy.served_certificate(forward.local_host, forward.local_port, f"drive.{domain}")
+                        assert f"{served.serial_number:x}" == records[domain].serial
+
+                again = cozyops("cert", "deploy", "--json")
+                assert again.returncode == 0, again.stderr
+                rows = json.loads(again.stdout)["deployed"]
+                assert sorted((row["name"], row["changed"]) for row in rows) == [(d, False) for d in domains]
+
+                # a key that does not match its certificate: refused by nginx -t, the server keeps its files
+                store = CertManager(inventory.load(root)).store
+                good_key = store.privkey(domains[1]).read_bytes()
+                store.privkey(domains[1]).write_bytes(self_signed(domains[1])[1])
+                try:
+                    refused = cozyops("cert", "deploy")
+                finally:
+                    store.privkey(domains[1]).write_bytes(good_key)
+                assert refused.returncode == 1
+                bad = f"{domains[1]} on {HOST}: certificate {domains[1]} on {HOST}: nginx -t refuses it"
+                assert bad in refused.stderr
+                assert f"{domains[0]} on {HOST}: serial {records[domains[0]].serial}, unchanged" in refused.stderr
+                assert ssh.get(f"{deploy.REMOTE_DIR}/{domains[1]}/privkey.pem") == good_key
+
+                unknown = cozyops("cert", "deploy", "--server", "h9")
+                assert unknown.returncode == 1 and unknown.stdout == ""
+                assert unknown.stderr.strip().splitlines() == \
+                    [f"cozyops: error: server h9: is not a server of fleet t-{root.name}"]
+            finally:
+                ssh.run("rm -f " + " ".join(f"/etc/nginx/sites-enabled/{d}" for d in domains)
+                        + " && service nginx reload").check(HOST)
+
+    inside(lab, scenario)

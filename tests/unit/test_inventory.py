@@ -136,6 +136,8 @@ BAD = {
                   "group_vars/all.yml: cozy_acme: eab_kid and eab_hmac_key_file go together"),
     "budget": (dict(group_vars={**GROUP_VARS, "cozy_acme": {"budget": -1}}),
                "group_vars/all.yml: cozy_acme.budget: must be at least 0"),
+    "deploy dir": (dict(group_vars={**GROUP_VARS, "cozy_acme": {"deploy_dir": "ssl/cozyops"}}),
+                   "group_vars/all.yml: cozy_acme.deploy_dir: must be an absolute path on the servers, not 'ssl/"),
     "concurrency": (dict(group_vars={**GROUP_VARS, "cozy_acme": {"concurrency": 0}}),
                     "group_vars/all.yml: cozy_acme.concurrency: must be between 1 and 256"),
     "yaml syntax": (dict(raw={"instances.yml": "instances: [\n"}), "instances.yml: line "),

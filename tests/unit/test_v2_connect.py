@@ -35,3 +35,13 @@ def test_no_key_is_a_clear_error(tmp_path):
     (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 10.0.0.11}\n")
     with pytest.raises(ConfigError, match="ansible_ssh_private_key_file"):
         connect.ssh_target(tmp_path, "h1")
+
+
+def test_a_server_with_ansible_connection_local_is_this_machine(tmp_path):
+    from cozyops.transport import fleet
+    from cozyops.transport.local import LocalTransport
+
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    here:\n      ansible_connection: local\n")
+    with fleet.transport(tmp_path, "here") as transport:
+        assert isinstance(transport, LocalTransport) and transport.name == "here"
+        assert transport.run("echo ok").check("here").text == "ok\n"
