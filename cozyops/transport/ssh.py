@@ -243,22 +243,53 @@ class SshTransport:
 
 
 def _pump(connection: socket.socket, channel: paramiko.Channel, stop: threading.Event) -> None:
-    """Copy bytes both ways until either side closes."""
+    """Copy bytes both ways until either side closes: this thread from the channel to the local
+    connection, a second one the other way.
+
+    The channel is never select()ed: paramiko's Channel.fileno() makes a pipe, and paramiko's
+    transport thread may write to it between its close() and the flag that says so (PosixPipe),
+    i.e. into a descriptor another socket may have taken meanwhile. Rare test failures fit that
+    (no TLS answer through a forward; "Bad file descriptor" on an SSH connection's socket right
+    after a forward); channel.recv() with a timeout needs no pipe.
+    """
+    channel.settimeout(0.2)
+    upstream = threading.Thread(target=_upstream, args=(connection, channel, stop), daemon=True)
+    upstream.start()
     try:
         while not stop.is_set():
-            readable, _, _ = select.select([connection, channel], [], [], 0.2)
-            if connection in readable:
-                data = connection.recv(65536)
-                if not data:
-                    break
-                channel.sendall(data)
-            if channel in readable:
+            try:
                 data = channel.recv(65536)
-                if not data:
-                    break
-                connection.sendall(data)
-    except OSError:
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            connection.sendall(data)
+    except (OSError, EOFError, paramiko.SSHException):
         pass
     finally:
+        try:
+            connection.shutdown(socket.SHUT_RDWR)  # ends the other thread's wait on the connection
+        except OSError:
+            pass
+        upstream.join(timeout=5)
         channel.close()
         connection.close()
+
+
+def _upstream(connection: socket.socket, channel: paramiko.Channel, stop: threading.Event) -> None:
+    """From the local connection to the channel; its end is the channel's EOF."""
+    try:
+        while not stop.is_set():
+            if not select.select([connection], [], [], 0.2)[0]:
+                continue
+            data = connection.recv(65536)
+            if not data:
+                break
+            while data and not stop.is_set():
+                try:
+                    data = data[channel.send(data):]
+                except TimeoutError:  # the remote window is full: wait on
+                    continue
+        channel.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
