@@ -236,6 +236,7 @@ class Importer:
         self.albums: dict[str, str] = {}
         self.references: list[tuple[str, convert.Reference]] = []
         self.calendars: dict[str, Any] = {}
+        self.dir_options: dict[str, dict] = {}  # path -> created_at, updated_at, tags (a source that has them)
 
     @property
     def dry(self) -> bool:
@@ -315,7 +316,7 @@ class Importer:
             return path
         public = self.target.client()
         try:
-            doc = public.mkdir(self.dirs[parent], parts[-1])
+            doc = public.mkdir(self.dirs[parent], parts[-1], **self.dir_options.get(path, {}))
         except StackError as error:
             if error.status != 409:
                 self._fail(source or path, "directory", error)
@@ -387,8 +388,10 @@ class Importer:
         else:
             self.report.add(name, kind, CONVERTED, path)
 
-    def upload(self, key: str, parent: str, name: str, spool: _Spool, source: str, kind: str):
-        """Upload under ``name`` or the first free conflict name; (path, renamed) or None (reported)."""
+    def upload(self, key: str, parent: str, name: str, spool: _Spool, source: str, kind: str,
+               options: dict | None = None):
+        """Upload under ``name`` or the first free conflict name; (path, renamed) or None (reported).
+        ``options``: created_at, updated_at, tags (a source that has them)."""
         for n in range(1, MAX_CONFLICTS + 1):
             candidate = convert.conflict_name(name, n)
             path = posixpath.join(parent, candidate)
@@ -402,7 +405,8 @@ class Importer:
             public = self.target.client()
             spool.file.seek(0)
             try:
-                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5)
+                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5,
+                                           **(options or {}))
             except StackError as error:
                 if error.status != 409:
                     self._fail(source, kind, error)
