@@ -165,6 +165,12 @@ def realistic_db(locale: str = "en") -> tuple[V2Db, dict]:
     db.add({**EVENT, "_id": "5c1e0000000000000000000000000b", "start": "2017-04-01", "end": "2017-04-02",
             "description": "Jour férié", "tags": ["Perso"], "alarms": [], "attendees": []})
     db.add({"_id": "tag1", "docType": "Tag", "name": "Travail", "color": "#ff0000"})
+    # another app's contents (reference §4: cozy-monitor lost them): a Binary it owns, legacy _attachments
+    mail = db.binary(b"%PDF mail attachment", "facture.pdf", "application/pdf")
+    db.add({"_id": "mail1", "docType": "Message", "subject": "Facture", "binary": {"facture.pdf": {"id": mail}}})
+    db.add({"_id": "note1", "docType": "Note", "_attachments": {"a.txt": _attachment(b"legacy", "text/plain")}})
+    expected["Archive/message/mail1.facture.pdf"] = b"%PDF mail attachment"
+    expected["Archive/note/note1.a.txt"] = b"legacy"
     return db, {"files": expected, "ids": ids, "picture": picture, "album": "Vacances 2016" if fr else "Holidays 2016",
                 "photo_dir": photo_dir}
 

@@ -69,17 +69,13 @@ def inspect_couch(source: CouchSource, progress: Callable[[int], None] | None = 
         kind = v2docs.doctype(doc)
         v2 += bool(kind)
         size = 0
-        if kind == "folder":
+        if kind in ("folder", "file"):
             entry = v2docs.entry(doc)
             if isinstance(entry, str):
-                found.problems.append({"member": f"Folder {doc.get('_id')}", "problem": entry})
-            else:
+                found.problems.append({"member": f"{doc.get('docType')} {doc.get('_id')}", "problem": entry})
+            elif kind == "folder":
                 found.folders += 1
                 plan.folders.append(entry)
-        elif kind == "file":
-            entry = v2docs.entry(doc)
-            if isinstance(entry, str):
-                found.problems.append({"member": f"File {doc.get('_id')}", "problem": entry})
             else:
                 found.files += 1
                 seen_paths[entry.path] += 1
@@ -87,7 +83,7 @@ def inspect_couch(source: CouchSource, progress: Callable[[int], None] | None = 
         elif kind == "binary":
             attachments = doc.get("_attachments") if isinstance(doc.get("_attachments"), dict) else {}
             size = sum(int(a.get("length") or 0) for name, a in attachments.items()
-                       if name in ("file", "raw") and isinstance(a, dict))
+                       if name not in ("thumb", "screen") and isinstance(a, dict))
             found.file_bytes += size
         elif kind == "photo":
             found.photos += 1
@@ -264,6 +260,7 @@ class CouchImporter(Importer):
         done = None if self.dry else self.ledger.get(key)
         if done:
             self.report.add(source, "archive", ALREADY, done["path"])
+            self.archive_contents(doc, parts, source)
             return
         parent = self.ensure_dir(self.dest + parts[1:-1], source=source)
         if parent is None:
@@ -275,6 +272,13 @@ class CouchImporter(Importer):
             spool.close()
         if final:
             self.report.add(source, "archive", KEPT, final[0], f"{kind} documents have no v3 app: kept as JSON")
+        self.archive_contents(doc, parts, source)
+
+    def archive_contents(self, doc: dict, parts: tuple[str, ...], source: str) -> None:
+        """The contents an archived document owns, next to its JSON (``<_id>.<name>``)."""
+        for name, sources in v2docs.archive_attachments(doc):
+            self.content(f"doc:{doc.get('_id')}:content:{name}", self.dest + parts[1:-1] + (name,), sources, {},
+                         f"{source} content {name}", "archive", 0, reason="content of the archived document")
 
     # -- albums and photos ------------------------------------------------------------------
 
@@ -350,15 +354,7 @@ class CouchImporter(Importer):
         if isinstance(found, str):
             self.report.add(source, "contact", SKIPPED, reason=found)
             return
-        out = dict(found.doc)
-        groups = []
-        for group in found.groups:
-            group_id = convert.group_id(group)
-            if self._create(convert.GROUPS, group_id, {"name": group, "metadata": {"version": 1}},
-                            "group:" + group, f"{source} group {group}"):
-                groups.append({"_id": group_id, "_type": convert.GROUPS})
-        if groups:
-            out["relationships"] = {"groups": {"data": groups}}
+        out = self.with_groups(found, source)
         key = f"contact:doc:{v2_id}"
         contact_id = self.fixed_id("contact", key)
         outcome = self._create(convert.CONTACTS, contact_id, out, key, source)

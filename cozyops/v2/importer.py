@@ -558,15 +558,7 @@ class Importer:
             self.report.add(name, "contact", SKIPPED, reason=found)
             return
         for index, contact in enumerate(found):
-            doc = dict(contact.doc)
-            groups = []
-            for group in contact.groups:
-                group_id = convert.group_id(group)
-                if self._create(convert.GROUPS, group_id, {"name": group, "metadata": {"version": 1}},
-                                "group:" + group, f"{name} group {group}"):
-                    groups.append({"_id": group_id, "_type": convert.GROUPS})
-            if groups:
-                doc["relationships"] = {"groups": {"data": groups}}
+            doc = self.with_groups(contact, name)
             card_key = f"contact:{key}:{index}"
             doc_id = self.fixed_id("contact", card_key)
             outcome = self._create(convert.CONTACTS, doc_id, doc, card_key, name)
@@ -574,6 +566,20 @@ class Importer:
                 reason = ("no v3 field for: " + "; ".join(contact.dropped)) if contact.dropped else ""
                 self.report.add(name + (f" card {index + 1}" if len(found) > 1 else ""), "contact", outcome,
                                 f"{convert.CONTACTS}/{doc_id}", reason)
+
+
+    def with_groups(self, contact: convert.Contact, source: str) -> dict:
+        """The contact's doc, its groups created (fixed ids) and linked in ``relationships.groups``."""
+        doc = dict(contact.doc)
+        groups = []
+        for group in contact.groups:
+            group_id = convert.group_id(group)
+            if self._create(convert.GROUPS, group_id, {"name": group, "metadata": {"version": 1}},
+                            "group:" + group, f"{source} group {group}"):
+                groups.append({"_id": group_id, "_type": convert.GROUPS})
+        if groups:
+            doc["relationships"] = {"groups": {"data": groups}}
+        return doc
 
 
 def check_quota(usage: dict, needed: int, domain: str) -> None:

@@ -216,6 +216,22 @@ def archive_parts(doc: dict) -> tuple[str, ...] | str:
     return parts
 
 
+def archive_attachments(doc: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The contents an archived document owns (reference §1.7, §4: cozy-monitor lost them, e.g. mail
+    attachments): its ``binary.<name>`` Binary docs and its own ``_attachments``, each as (file name
+    ``<_id>.<name>``, sources). Names that are not valid file names are left out (the JSON keeps them)."""
+    doc_id = str(doc.get("_id", ""))
+    out: list[tuple[str, list[tuple[str, str]]]] = []
+    binary = doc.get("binary") if isinstance(doc.get("binary"), dict) else {}
+    for name, ref in binary.items():
+        if isinstance(ref, dict) and isinstance(ref.get("id"), str) and ref["id"]:
+            out.append((f"{doc_id}.{name}", [(ref["id"], name)]))
+    attachments = doc.get("_attachments") if isinstance(doc.get("_attachments"), dict) else {}
+    for name in attachments:
+        out.append((f"{doc_id}.{name}", [(doc_id, name)]))
+    return [(file, sources) for file, sources in out if not split_name(f"files/{file}")[1] and "/" not in file]
+
+
 # -- contacts -------------------------------------------------------------------------------
 
 

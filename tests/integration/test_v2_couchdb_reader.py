@@ -61,12 +61,12 @@ def test_inspection_counts_and_dry_run_reports_every_document(pouch, tmp_path):
         plan = couchimport.inspect_couch(source)
         found = plan.inspection
         assert (found.folders, found.files, found.photos, found.contacts, found.albums_lines) == (3, 5, 4, 2, 2)
-        assert found.doctypes == {"cozyinstance": 1, "event": 2, "tag": 1}
+        assert found.doctypes == {"cozyinstance": 1, "event": 2, "tag": 1, "message": 1, "note": 1}
         assert [e.path for e in plan.folders] == ["files/Documents", "files/Documents/Bills", "files/Photos"]
         report = importer.Report(source.display, "alice.test", "/Imported", dry_run=True)
         couchimport.CouchImporter(source, plan, None, None, report, directory="/Imported", scratch=tmp_path).run()
-    files = {i.target for i in report.items if i.kind in ("file", "photo") and i.outcome == "converted"}
-    assert files == {"/Imported/" + p for p in holds["files"]}
+    files = {i.target for i in report.items if i.kind in ("file", "photo", "archive") and i.outcome == "converted"}
+    assert files == {"/Imported/" + p for p in holds["files"]}  # with another app's contents next to its JSON
     assert report.members == found.members
     refs = [i for i in report.items if i.kind == "reference"]
     assert len(refs) == 4  # three photos in the album (one of them the Drive file), and the contact's picture

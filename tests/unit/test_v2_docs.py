@@ -178,3 +178,12 @@ def test_parse_url_keeps_the_password_out_of_display(url, server, db, user, disp
 def test_parse_url_refuses_what_is_not_http(url):
     with pytest.raises(CouchRefused):
         parse_url(url)
+
+
+def test_archive_attachments_are_the_contents_the_document_owns():
+    doc = {"_id": "m1", "docType": "Message", "binary": {"facture.pdf": {"id": "b1"}, "bad/name": {"id": "b2"},
+                                                         "nothing": {}},
+           "_attachments": {"a.txt": {"stub": True}}}
+    assert v2docs.archive_attachments(doc) == [("m1.facture.pdf", [("b1", "facture.pdf")]),
+                                               ("m1.a.txt", [("m1", "a.txt")])]
+    assert v2docs.archive_attachments({"_id": "e1", "docType": "Event"}) == []
