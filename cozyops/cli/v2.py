@@ -92,15 +92,18 @@ def inspect(export: Path = ExportArg, couchdb: str = CouchOption, json: bool = J
         label = source.display
     else:
         found = _inspect(export, _limits(max_size, max_ratio))
-        label = str(export)
     if json:
         emit_json(found.to_json())
         return
-    print(f"{label}: {found.members} {'documents' if couchdb else 'members'}: {found.folders} folders, "
-          f"{found.files} files "
-          f"({found.file_bytes} bytes), {found.photos} photos, {found.contacts} contact files, "
-          f"{found.albums_lines} album lines, {found.references_lines} reference lines, "
-          f"{found.duplicates} repeated paths")
+    if couchdb:
+        print(f"{label}: {found.members} documents: {found.folders} folders, {found.files} files, "
+              f"{found.photos} photos ({found.file_bytes} bytes of contents), {found.contacts} contacts, "
+              f"{found.albums_lines} albums, {found.duplicates} repeated paths")
+    else:
+        print(f"{export}: {found.members} members: {found.folders} folders, {found.files} files "
+              f"({found.file_bytes} bytes), {found.photos} photos, {found.contacts} contact files, "
+              f"{found.albums_lines} album lines, {found.references_lines} reference lines, "
+              f"{found.duplicates} repeated paths")
     for doctype, count in sorted(found.doctypes.items()):
         print(f"  archived {doctype}: {count}")
     for problem in found.problems:

@@ -31,7 +31,7 @@ from cozyops.errors import CozyopsError
 
 DEFAULT_DB = "cozy"
 PAGE_SIZE = 100
-MAX_PAGE = 64 << 20
+MAX_PAGE = 16 << 20
 MAX_DOC = 16 << 20
 TIMEOUT = 60.0
 
@@ -71,14 +71,19 @@ class CouchUrl:
 def parse_url(url: str) -> CouchUrl:
     """``http(s)://[user:password@]host[:port][/prefix][/db]``: the database is the last path part,
     ``cozy`` when the URL names the server only (``/`` or no path)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # its text could hold a piece of the password: not repeated
+        raise CouchRefused("--couchdb", "is not a valid URL (percent-encode / # ? : @ in the user and password)",
+                           ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CouchRefused("--couchdb", "must be an http:// or https:// URL of the v2 CouchDB "
                            "(http://user:password@host:5984/cozy)")
     user = requests.utils.unquote(parts.username or "")
     password = requests.utils.unquote(parts.password or "")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
+    netloc = host + (f":{port}" if port else "")
     path = parts.path.rstrip("/")
     if path:
         prefix, _, db = path.rpartition("/")

@@ -195,15 +195,14 @@ class CouchImporter(Importer):
             why = "its upload never finished in v2" if doc.get("uploading") else "it has no content in v2"
             self.report.add(source, "file", SKIPPED, reason=f"{why} (no binary)")
             return
-        size = int(doc["size"]) if isinstance(doc.get("size"), int) else 0
         done = self.content(f"doc:{doc_id}", self.dest + entry.parts[1:], sources, entry.options, source, "file",
-                            size, entry.notes)
+                            entry.notes)
         binary = sources[0][0]
         if done and binary in self.plan.photo_binaries:
             self.shared[binary] = done
 
     def content(self, key: str, parts: tuple[str, ...], sources: list[tuple[str, str]], options: dict,
-                source: str, kind: str, size: int, notes: tuple[str, ...] = (), reason: str = "") -> dict | None:
+                source: str, kind: str, notes: tuple[str, ...] = (), reason: str = "") -> dict | None:
         """Upload one content (the first of ``sources`` that exists) at ``parts``; its ledger entry."""
         done = None if self.dry else self.ledger.get(key)
         if done:
@@ -278,7 +277,7 @@ class CouchImporter(Importer):
         """The contents an archived document owns, next to its JSON (``<_id>.<name>``)."""
         for name, sources in v2docs.archive_attachments(doc):
             self.content(f"doc:{doc.get('_id')}:content:{name}", self.dest + parts[1:-1] + (name,), sources, {},
-                         f"{source} content {name}", "archive", 0, reason="content of the archived document")
+                         f"{source} content {name}", "archive", reason="content of the archived document")
 
     # -- albums and photos ------------------------------------------------------------------
 
@@ -315,7 +314,7 @@ class CouchImporter(Importer):
                 self.report.add(source, "photo", SKIPPED, reason="it has no content in v2 (no binary)")
                 return
             done = self.content(f"doc:{doc_id}", self.dest + parts[1:], sources, v2docs.photo_options(doc), source,
-                                "photo", 0)
+                                "photo")
         if done is None:
             return
         albumid = doc.get("albumid")
@@ -367,7 +366,7 @@ class CouchImporter(Importer):
             return
         name = v2docs.picture_name(out, v2_id, picture[1])
         done = self.content(f"picture:{v2_id}", self.dest + (CONTACTS_DIR, name), [(v2_id, picture[0])], {},
-                            f"{source} picture", "picture", 0,
+                            f"{source} picture", "picture",
                             reason="the contact's picture (the file references the contact)")
         if done:
             self.reference(f"picref:{v2_id}", done, {"type": convert.CONTACTS, "id": contact_id},

@@ -3,6 +3,7 @@ the inspection, the dry run's report, the refusals. The import itself: test_v2_c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -122,3 +123,17 @@ def test_exactly_one_source():
     neither = run_cli("inspect")
     for result in (both, neither):
         assert result.returncode == 1 and "exactly one source" in result.stderr
+
+
+def test_inspect_command_says_what_the_database_holds(pouch):
+    server, _ = pouch
+    url = f"http://adm:pw-secret@127.0.0.1:{server.port}/"
+    human, as_json = run_cli("inspect", "--couchdb", url), run_cli("inspect", "--couchdb", url, "--json")
+    assert human.returncode == 0 and as_json.returncode == 0, human.stderr + as_json.stderr
+    assert human.stdout.startswith(f"http://adm@127.0.0.1:{server.port}/cozy: ")
+    assert "3 folders, 5 files, 4 photos" in human.stdout and "2 contacts, 2 albums" in human.stdout
+    assert "  archived message: 1" in human.stdout
+    found = json.loads(as_json.stdout)
+    assert (found["folders"], found["files"], found["contacts"]) == (3, 5, 2) and found["problems"] == []
+    for result in (human, as_json):
+        assert "pw-secret" not in result.stdout + result.stderr
