@@ -567,7 +567,6 @@ class Importer:
                 self.report.add(name + (f" card {index + 1}" if len(found) > 1 else ""), "contact", outcome,
                                 f"{convert.CONTACTS}/{doc_id}", reason)
 
-
     def with_groups(self, contact: convert.Contact, source: str) -> dict:
         """The contact's doc, its groups created (fixed ids) and linked in ``relationships.groups``."""
         doc = dict(contact.doc)
