@@ -23,7 +23,11 @@ crash and a second run adds nothing.""",
     no_args_is_help=True,
 )
 
-ExportArg = typer.Argument(..., exists=False, dir_okay=False, help="The cozy-monitor export (.tar.gz).")
+ExportArg = typer.Argument(None, exists=False, dir_okay=False, show_default=False,
+                           help="The cozy-monitor export (.tar.gz); or --couchdb instead.")
+CouchOption = typer.Option(None, "--couchdb", metavar="URL", show_default=False,
+                           help="Read the live v2 CouchDB instead of an export: http://user:password@host:5984/ "
+                           "(database `cozy`, or the URL's last path part). The password is never printed.")
 JsonOption = typer.Option(False, "--json", help="Print JSON (and only JSON) on standard output.")
 MaxSize = typer.Option(1 << 40, "--max-size", help="Refuse an export that decompresses past this many bytes.")
 MaxRatio = typer.Option(200.0, "--max-ratio", help="Refuse an export whose decompression ratio passes this.")
@@ -55,18 +59,51 @@ def _inspect(export: Path, limits: Limits) -> importer.Inspection:
         return importer.inspect(export, limits, step)
 
 
+def _one_source(export: Path | None, couchdb: str | None) -> None:
+    if (export is None) == (couchdb is None):
+        raise ConfigError("cozyops v2", "give exactly one source: an EXPORT or --couchdb URL")
+
+
+def _inspect_couch(source):
+    from cozyops.v2 import couchimport
+
+    with _progress(0, f"reading {source.display}") as bar:
+        task = bar.add_task("read", total=None, items=0)
+        count = [0]
+
+        def step(nbytes: int) -> None:
+            count[0] += 1
+            bar.update(task, advance=nbytes, items=count[0])
+
+        return couchimport.inspect_couch(source, step)
+
+
 @app.command()
-def inspect(export: Path = ExportArg, json: bool = JsonOption, max_size: int = MaxSize,
+def inspect(export: Path = ExportArg, couchdb: str = CouchOption, json: bool = JsonOption, max_size: int = MaxSize,
             max_ratio: float = MaxRatio) -> None:
-    """Read the export and say what it holds (counts, sizes, doctypes, problems). Writes nothing."""
-    found = _inspect(export, _limits(max_size, max_ratio))
+    """Read the export (or the live v2 CouchDB) and say what it holds (counts, sizes, doctypes,
+    problems). Writes nothing."""
+    _one_source(export, couchdb)
+    if couchdb is not None:
+        from cozyops.v2.couchdb import CouchSource
+
+        with CouchSource(couchdb) as source:
+            found = _inspect_couch(source).inspection
+        label = source.display
+    else:
+        found = _inspect(export, _limits(max_size, max_ratio))
     if json:
         emit_json(found.to_json())
         return
-    print(f"{export}: {found.members} members: {found.folders} folders, {found.files} files "
-          f"({found.file_bytes} bytes), {found.photos} photos, {found.contacts} contact files, "
-          f"{found.albums_lines} album lines, {found.references_lines} reference lines, "
-          f"{found.duplicates} repeated paths")
+    if couchdb:
+        print(f"{label}: {found.members} documents: {found.folders} folders, {found.files} files, "
+              f"{found.photos} photos ({found.file_bytes} bytes of contents), {found.contacts} contacts, "
+              f"{found.albums_lines} albums, {found.duplicates} repeated paths")
+    else:
+        print(f"{export}: {found.members} members: {found.folders} folders, {found.files} files "
+              f"({found.file_bytes} bytes), {found.photos} photos, {found.contacts} contact files, "
+              f"{found.albums_lines} album lines, {found.references_lines} reference lines, "
+              f"{found.duplicates} repeated paths")
     for doctype, count in sorted(found.doctypes.items()):
         print(f"  archived {doctype}: {count}")
     for problem in found.problems:
@@ -92,6 +129,7 @@ def _print_report(report: importer.Report) -> None:
 @app.command("import")
 def import_(
     export: Path = ExportArg,
+    couchdb: str = CouchOption,
     to: str = typer.Option(..., "--to", help="The v3 instance's domain."),
     server: str = typer.Option(None, "--server", help="The fleet server (default: the instance's, or the one "
                                "whose cozy-stack knows DOMAIN)."),
@@ -104,15 +142,20 @@ def import_(
     max_size: int = MaxSize,
     max_ratio: float = MaxRatio,
 ) -> None:
-    """Import the export into DOMAIN. Exit 0 when everything was imported or reported as skipped,
-    1 when the export was refused (truncated, a decompression bomb) or the instance cannot take it."""
+    """Import the export (or the live v2 CouchDB, --couchdb) into DOMAIN. Exit 0 when everything
+    was imported or reported as skipped, 1 when the source was refused (a truncated archive, a
+    decompression bomb, a database that cannot be read as v2) or the instance cannot take it."""
     from cozyops.v2 import convert
 
+    _one_source(export, couchdb)
     limits = _limits(max_size, max_ratio)
     try:
         convert.destination_parts(directory)
     except ValueError as error:
         raise ConfigError("--directory", str(error)) from None
+    if couchdb is not None:
+        _import_couch(couchdb, to, server, directory, resume, dry_run, json, fleet)
+        return
     found = _inspect(export, limits)  # refuses a bad archive before anything is written
     report = importer.Report(str(export), to, directory, dry_run=dry_run)
     if dry_run:
@@ -130,9 +173,46 @@ def import_(
             if status == "started" and not resume:
                 raise CozyopsError(f"import of {export} into {to}", "was started and did not finish",
                                    "pass --resume to continue it")
-            _import(the_fleet, root, server, export, found, report, ledger, limits, directory, export_id)
+
+            def run(target, step) -> None:
+                importer.Importer(export, target, ledger, report, directory=directory, limits=limits,
+                                  scratch=importer.scratch_dir(), progress=step, export_id=export_id).run()
+
+            _import(the_fleet, root, server, str(export), found.file_bytes, report, ledger, run)
         finally:
             ledger.close()
+    _render(report, json)
+
+
+def _import_couch(url: str, to: str, server: str | None, directory: str, resume: bool, dry_run: bool, json: bool,
+                  fleet: Path | None) -> None:
+    from cozyops.v2 import couchimport
+    from cozyops.v2.couchdb import CouchSource
+
+    with CouchSource(url) as source:
+        plan = _inspect_couch(source)  # refuses a database that cannot be read as v2 before anything is written
+        report = importer.Report(source.display, to, directory, dry_run=dry_run)
+        if dry_run:
+            couchimport.CouchImporter(source, plan, None, None, report, directory=directory,
+                                      scratch=importer.scratch_dir()).run()
+            _render(report, json)
+            return
+        root = inventory.fleet_dir(fleet)
+        the_fleet = inventory.load(root)
+        with fleet_lock(paths.fleet_state_dir(root), the_fleet.name, f"v2 import {source.display} --to {to}"):
+            ledger = Ledger(paths.fleet_state_dir(root), source.url.source_id, to)
+            try:
+                if ledger.status() == "started" and not resume:
+                    raise CozyopsError(f"import of {source.display} into {to}", "was started and did not finish",
+                                       "pass --resume to continue it")
+
+                def run(target, step) -> None:
+                    couchimport.CouchImporter(source, plan, target, ledger, report, directory=directory,
+                                              scratch=importer.scratch_dir(), progress=step).run()
+
+                _import(the_fleet, root, server, source.display, plan.inspection.file_bytes, report, ledger, run)
+            finally:
+                ledger.close()
     _render(report, json)
 
 
@@ -154,17 +234,19 @@ def _servers(the_fleet, to: str, server: str | None) -> list[str]:
     return list(the_fleet.servers)
 
 
-def _import(the_fleet, root: Path, server: str | None, export: Path, found: importer.Inspection,
-            report: importer.Report, ledger: Ledger, limits: Limits, directory: str, export_id: str) -> None:
+def _import(the_fleet, root: Path, server: str | None, source: str, needed: int, report: importer.Report,
+            ledger: Ledger, run) -> None:
+    """Import on the instance's server; ``run(target, progress)`` does the import, ``needed``
+    bytes are checked against the quota first."""
     candidates = _servers(the_fleet, report.domain, server)
     for name in candidates:
-        if _import_on(name, len(candidates) > 1, root, export, found, report, ledger, limits, directory, export_id):
+        if _import_on(name, len(candidates) > 1, root, source, needed, report, ledger, run):
             return
     raise CozyopsError(f"instance {report.domain}", "no server of the fleet knows it", "pass --server")
 
 
-def _import_on(name: str, searching: bool, root: Path, export: Path, found: importer.Inspection,
-               report: importer.Report, ledger: Ledger, limits: Limits, directory: str, export_id: str) -> bool:
+def _import_on(name: str, searching: bool, root: Path, source: str, needed: int, report: importer.Report,
+               ledger: Ledger, run) -> bool:
     from cozyops.lab import stack
     from cozyops.stack import AdminClient, PublicClient, StackError
     from cozyops.transport import SshTransport
@@ -184,20 +266,19 @@ def _import_on(name: str, searching: bool, root: Path, export: Path, found: impo
                 return False
             raise CozyopsError(f"instance {report.domain}", f"not found on server {name}") from None
         importer.check_quota(admin.disk_usage(report.domain),
-                             max(found.file_bytes - ledger.imported_bytes(), 0), report.domain)
+                             max(needed - ledger.imported_bytes(), 0), report.domain)
         public = PublicClient(public_port.url, report.domain)
         stack_.callback(public.close)
         target = importer.Target(report.domain, public, lambda: admin.token(report.domain, importer.SCOPE))
-        ledger.start(str(export))
-        with _progress(found.file_bytes, f"importing into {report.domain}") as bar:
-            task = bar.add_task("import", total=found.file_bytes, items=0)
+        ledger.start(source)
+        with _progress(needed, f"importing into {report.domain}") as bar:
+            task = bar.add_task("import", total=needed, items=0)
             done = [0]
 
             def step(nbytes: int, items: int) -> None:
                 done[0] += items
                 bar.update(task, advance=nbytes, items=done[0])
 
-            importer.Importer(export, target, ledger, report, directory=directory, limits=limits,
-                              scratch=importer.scratch_dir(), progress=step, export_id=export_id).run()
+            run(target, step)
         ledger.finish()
         return True

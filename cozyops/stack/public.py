@@ -107,12 +107,15 @@ class PublicClient:
 
     # -- files -------------------------------------------------------------------------------
 
-    def mkdir(self, parent_id: str, name: str, *, tags: list[str] | None = None, created_at: str = "") -> FileDoc:
+    def mkdir(self, parent_id: str, name: str, *, tags: list[str] | None = None, created_at: str = "",
+              updated_at: str = "") -> FileDoc:
         params = {"Type": "directory", "Name": name}
         if tags:
             params["Tags"] = ",".join(tags)
         if created_at:
             params["CreatedAt"] = params["UpdatedAt"] = created_at
+        if updated_at:
+            params["UpdatedAt"] = updated_at
         return self._file("POST", f"/files/{parent_id}", f"mkdir {name}", (201,), params=params)
 
     def mkdir_p(self, path: str) -> FileDoc:

@@ -175,7 +175,11 @@ def _types(line) -> list[str]:
 
 def _datapoint(line) -> dict:
     types = _types(line)
-    primary = "pref" in types or "PREF" in line.params
+    return datapoint_fields(types, "pref" in types or "PREF" in line.params)
+
+
+def datapoint_fields(types: list[str], primary: bool) -> dict:
+    """``type`` (the types but pref/internet/voice), ``label`` work|home, ``primary`` of a datapoint."""
     kept = [t for t in types if t not in ("pref", "internet", "voice")] or [t for t in types if t != "pref"]
     point: dict = {}
     if kept:

@@ -236,6 +236,7 @@ class Importer:
         self.albums: dict[str, str] = {}
         self.references: list[tuple[str, convert.Reference]] = []
         self.calendars: dict[str, Any] = {}
+        self.dir_options: dict[str, dict] = {}  # path -> created_at, updated_at, tags (a source that has them)
 
     @property
     def dry(self) -> bool:
@@ -315,7 +316,7 @@ class Importer:
             return path
         public = self.target.client()
         try:
-            doc = public.mkdir(self.dirs[parent], parts[-1])
+            doc = public.mkdir(self.dirs[parent], parts[-1], **self.dir_options.get(path, {}))
         except StackError as error:
             if error.status != 409:
                 self._fail(source or path, "directory", error)
@@ -387,8 +388,10 @@ class Importer:
         else:
             self.report.add(name, kind, CONVERTED, path)
 
-    def upload(self, key: str, parent: str, name: str, spool: _Spool, source: str, kind: str):
-        """Upload under ``name`` or the first free conflict name; (path, renamed) or None (reported)."""
+    def upload(self, key: str, parent: str, name: str, spool: _Spool, source: str, kind: str,
+               options: dict | None = None):
+        """Upload under ``name`` or the first free conflict name; (path, renamed) or None (reported).
+        ``options``: created_at, updated_at, tags (a source that has them)."""
         for n in range(1, MAX_CONFLICTS + 1):
             candidate = convert.conflict_name(name, n)
             path = posixpath.join(parent, candidate)
@@ -402,7 +405,8 @@ class Importer:
             public = self.target.client()
             spool.file.seek(0)
             try:
-                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5)
+                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5,
+                                           **(options or {}))
             except StackError as error:
                 if error.status != 409:
                     self._fail(source, kind, error)
@@ -554,15 +558,7 @@ class Importer:
             self.report.add(name, "contact", SKIPPED, reason=found)
             return
         for index, contact in enumerate(found):
-            doc = dict(contact.doc)
-            groups = []
-            for group in contact.groups:
-                group_id = convert.group_id(group)
-                if self._create(convert.GROUPS, group_id, {"name": group, "metadata": {"version": 1}},
-                                "group:" + group, f"{name} group {group}"):
-                    groups.append({"_id": group_id, "_type": convert.GROUPS})
-            if groups:
-                doc["relationships"] = {"groups": {"data": groups}}
+            doc = self.with_groups(contact, name)
             card_key = f"contact:{key}:{index}"
             doc_id = self.fixed_id("contact", card_key)
             outcome = self._create(convert.CONTACTS, doc_id, doc, card_key, name)
@@ -570,6 +566,19 @@ class Importer:
                 reason = ("no v3 field for: " + "; ".join(contact.dropped)) if contact.dropped else ""
                 self.report.add(name + (f" card {index + 1}" if len(found) > 1 else ""), "contact", outcome,
                                 f"{convert.CONTACTS}/{doc_id}", reason)
+
+    def with_groups(self, contact: convert.Contact, source: str) -> dict:
+        """The contact's doc, its groups created (fixed ids) and linked in ``relationships.groups``."""
+        doc = dict(contact.doc)
+        groups = []
+        for group in contact.groups:
+            group_id = convert.group_id(group)
+            if self._create(convert.GROUPS, group_id, {"name": group, "metadata": {"version": 1}},
+                            "group:" + group, f"{source} group {group}"):
+                groups.append({"_id": group_id, "_type": convert.GROUPS})
+        if groups:
+            doc["relationships"] = {"groups": {"data": groups}}
+        return doc
 
 
 def check_quota(usage: dict, needed: int, domain: str) -> None:

@@ -99,18 +99,9 @@ def read_state(lab, domain: str) -> dict:
     return with_clients(lab, domain, work)
 
 
-def check_realistic(state: dict, holds: dict, directory: str) -> None:
-    prefix = directory.rstrip("/")
-    for path, data in holds["files"].items():
-        assert state["files"][f"{prefix}/{path}"][0] == md5(data), path
-    assert sorted(album["name"] for album in state["albums"]) == sorted(a["name"] for a in holds["albums"])
-    albums = {album["name"]: album["_id"] for album in state["albums"]}
-    in_album = albums[holds["albums"][0]["name"]]
-    photos = {path: refs for path, (_, refs) in state["files"].items() if "/Photos/" in path}
-    assert sorted(p.rsplit("/", 1)[1] for p, refs in photos.items() if refs == [in_album]) == \
-        ["IMG_0001.JPG", "Plage été.jpg"]
-    assert [refs for p, refs in photos.items() if p.endswith("3f2a00c1.jpg")] == [[]]
-    contacts = sorted((c for c in state["contacts"] if not c.get("me")), key=lambda c: c["fullname"])  # not "myself"
+def check_contacts(found) -> list[dict]:
+    """The realistic source's two contacts, every field; returned sorted (Jean first)."""
+    contacts = sorted(found, key=lambda c: c["fullname"])
     assert [c["fullname"] for c in contacts] == ["Jean Dupont", "Jean Dupont (bis)"]
     jean = contacts[0]
     assert jean["name"] == {"familyName": "Dupont", "givenName": "Jean"}
@@ -122,6 +113,21 @@ def check_realistic(state: dict, holds: dict, directory: str) -> None:
     assert jean["address"][0]["street"] == "12, rue Basse" and jean["address"][0]["code"] == "75011"
     assert len(jean["relationships"]["groups"]["data"]) == 1
     assert contacts[1]["email"] == [{"address": "jd@work.example", "type": "work", "label": "work"}]
+    return contacts
+
+
+def check_realistic(state: dict, holds: dict, directory: str) -> None:
+    prefix = directory.rstrip("/")
+    for path, data in holds["files"].items():
+        assert state["files"][f"{prefix}/{path}"][0] == md5(data), path
+    assert sorted(album["name"] for album in state["albums"]) == sorted(a["name"] for a in holds["albums"])
+    albums = {album["name"]: album["_id"] for album in state["albums"]}
+    in_album = albums[holds["albums"][0]["name"]]
+    photos = {path: refs for path, (_, refs) in state["files"].items() if "/Photos/" in path}
+    assert sorted(p.rsplit("/", 1)[1] for p, refs in photos.items() if refs == [in_album]) == \
+        ["IMG_0001.JPG", "Plage été.jpg"]
+    assert [refs for p, refs in photos.items() if p.endswith("3f2a00c1.jpg")] == [[]]
+    check_contacts(c for c in state["contacts"] if not c.get("me"))  # not "myself"
     calendars = [p for p in state["files"] if "/Calendars/" in p]
     assert sorted(calendars) == [f"{prefix}/Calendars/Perso.ics", f"{prefix}/Calendars/Travail.ics"]
     assert f"{prefix}/Archive/event/5c1e0000000000000000000000000a" in state["files"]
