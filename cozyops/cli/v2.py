@@ -27,7 +27,8 @@ ExportArg = typer.Argument(None, exists=False, dir_okay=False, show_default=Fals
                            help="The cozy-monitor export (.tar.gz); or --couchdb instead.")
 CouchOption = typer.Option(None, "--couchdb", metavar="URL", show_default=False,
                            help="Read the live v2 CouchDB instead of an export: http://user:password@host:5984/ "
-                           "(database `cozy`, or the URL's last path part). The password is never printed.")
+                           "(database `cozy`, or the URL's last path part); http://user@host:5984/ takes the password "
+                           "from $COZYOPS_COUCHDB_PASSWORD. The password is never printed.")
 JsonOption = typer.Option(False, "--json", help="Print JSON (and only JSON) on standard output.")
 MaxSize = typer.Option(1 << 40, "--max-size", help="Refuse an export that decompresses past this many bytes.")
 MaxRatio = typer.Option(200.0, "--max-ratio", help="Refuse an export whose decompression ratio passes this.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +69,13 @@ class CouchUrl:
         return "couchdb-" + hashlib.sha256(f"{self.server.rstrip('/')}/{self.db}".encode()).hexdigest()[:24]
 
 
+PASSWORD_ENV = "COZYOPS_COUCHDB_PASSWORD"
+
+
 def parse_url(url: str) -> CouchUrl:
     """``http(s)://[user:password@]host[:port][/prefix][/db]``: the database is the last path part,
-    ``cozy`` when the URL names the server only (``/`` or no path)."""
+    ``cozy`` when the URL names the server only (``/`` or no path). A user without a password in
+    the URL takes its password from ``$COZYOPS_COUCHDB_PASSWORD``."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -82,6 +87,8 @@ def parse_url(url: str) -> CouchUrl:
                            "(http://user:password@host:5984/cozy)")
     user = requests.utils.unquote(parts.username or "")
     password = requests.utils.unquote(parts.password or "")
+    if user and not password:  # kept out of the command line (process listings, shell history)
+        password = os.environ.get(PASSWORD_ENV, "")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     netloc = host + (f":{port}" if port else "")
     path = parts.path.rstrip("/")

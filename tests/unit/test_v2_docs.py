@@ -188,3 +188,12 @@ def test_archive_attachments_are_the_contents_the_document_owns():
     assert v2docs.archive_attachments(doc) == [("m1.facture.pdf", [("b1", "facture.pdf")]),
                                                ("m1.a.txt", [("m1", "a.txt")])]
     assert v2docs.archive_attachments({"_id": "e1", "docType": "Event"}) == []
+
+
+def test_parse_url_takes_the_password_from_the_environment_when_the_url_has_none(monkeypatch):
+    monkeypatch.setenv("COZYOPS_COUCHDB_PASSWORD", "s3cret")
+    parsed = parse_url("http://admin@127.0.0.1:5984/cozy")
+    assert (parsed.user, parsed.password) == ("admin", "s3cret")
+    assert "s3cret" not in parsed.display
+    assert parse_url("http://admin:inline@127.0.0.1:5984/cozy").password == "inline"
+    assert parse_url("http://127.0.0.1:5984/cozy").password == ""
