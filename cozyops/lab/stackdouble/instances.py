@@ -187,16 +187,17 @@ class Instances:
         docs = self.couch.all_docs(GLOBAL_INSTANCES)
         return [doc for doc in docs if not doc["_id"].startswith("_design/")]
 
-    def get(self, domain: str, aliases: bool = True) -> dict | None:
-        """By domain or alias (§2.2: ``GET /instances/:domain`` matches aliases too)."""
+    def get(self, domain: str, aliases: bool = True, docs: list[dict] | None = None) -> dict | None:
+        """By domain or alias (§2.2: ``GET /instances/:domain`` matches aliases too), in ``docs``
+        (one reading of the registry for several look-ups) or in the registry as it is now."""
         domain = domain.lower()
-        for doc in self.all():
+        for doc in self.all() if docs is None else docs:
             if doc.get("domain") == domain or (aliases and domain in (doc.get("domain_aliases") or [])):
                 return doc
         return None
 
-    def by_old_domain(self, domain: str) -> dict | None:
-        for doc in self.all():
+    def by_old_domain(self, domain: str, docs: list[dict] | None = None) -> dict | None:
+        for doc in self.all() if docs is None else docs:
             if doc.get("old_domain") == domain:
                 return doc
         return None
