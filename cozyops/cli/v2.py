@@ -198,6 +198,7 @@ def _import_on(name: str, searching: bool, root: Path, export: Path, found: impo
                 bar.update(task, advance=nbytes, items=done[0])
 
             importer.Importer(export, target, ledger, report, directory=directory, limits=limits,
-                              scratch=importer.scratch_dir(), progress=step, export_id=export_id).run()
+                              scratch=importer.scratch_dir(), progress=step, export_id=export_id,
+                              checksums=found.checksums).run()
         ledger.finish()
         return True

@@ -16,10 +16,16 @@ report (converted, renamed, kept as a file, skipped, with the reason).
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import logging
+import os
 import posixpath
+import secrets
+import shutil
 import tempfile
 import time
 from collections import Counter, deque
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 SPOOL_IN_MEMORY = 8 << 20
+STREAM_ABOVE = SPOOL_IN_MEMORY  # larger files go from the archive to the stack without a copy (checksum known)
 SCOPE = "io.cozy.files io.cozy.contacts io.cozy.contacts.groups io.cozy.photos.albums"
 TOKEN_LIFETIME = 25 * 60  # CLI tokens last 30 minutes: renew well before
 MAX_CONFLICTS = 1000
@@ -99,9 +106,15 @@ class Inspection:
     doctypes: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     problems: list[dict] = field(default_factory=list)
+    # The base64 MD5 of each file member larger than STREAM_ABOVE (by member key): the import
+    # streams those straight from the archive to the stack with their Content-MD5 known, instead of
+    # copying them to the scratch space first. Not part of the report.
+    checksums: dict[str, str] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        found = asdict(self)
+        del found["checksums"]
+        return found
 
 
 def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], None] | None = None) -> Inspection:
@@ -125,6 +138,13 @@ def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], 
         if top == "files":
             result.files += 1
             result.file_bytes += item.size
+            if item.size > STREAM_ABOVE and item.stream is not None:
+                md5 = hashlib.md5()
+                for chunk in _chunks(item):
+                    md5.update(chunk)
+                result.checksums[convert.member_key(item.path, seen[item.path])] = \
+                    base64.b64encode(md5.digest()).decode()
+                read = True
             if len(item.parts) > 2 and item.parts[1] == "Photos" and len(item.parts) == 4:
                 result.photos += 1
             if len(item.parts) == 4 and item.parts[1] == "Archive":
@@ -221,6 +241,22 @@ class _Spool:
         self.file.close()
 
 
+class _Body:
+    """A member's stream as a request body: its length known (no chunked encoding), read in
+    large blocks, the bytes counted for the progress bar."""
+
+    def __init__(self, stream, size: int, progress: Callable[[int], None]) -> None:
+        self.stream, self.size, self.progress = stream, size, progress
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size if size and size > 0 else CHUNK)
+        self.progress(len(data))
+        return data
+
+
 @dataclass
 class _InFlight:
     """A file upload started in the pool, waiting for the stack's answer."""
@@ -229,7 +265,7 @@ class _InFlight:
     key: str  # its ledger key
     parent: str  # the v3 path of its folder
     name: str
-    spool: _Spool
+    spool: _Spool | None
     source: str  # for the report
     kind: str
     archive: str  # the archived doctype, for a document kept as JSON
@@ -238,7 +274,8 @@ class _InFlight:
 class Importer:
     def __init__(self, export: Path, target: Target | None, ledger, report: Report, *, directory: str = "/",
                  limits: Limits | None = None, scratch: Path | None = None,
-                 progress: Callable[[int, int], None] | None = None, export_id: str = "") -> None:
+                 progress: Callable[[int, int], None] | None = None, export_id: str = "",
+                 checksums: dict[str, str] | None = None) -> None:
         self.export = export
         self.target = target  # None: dry run
         self.ledger = ledger
@@ -248,6 +285,7 @@ class Importer:
         self.scratch = scratch or Path(tempfile.gettempdir())
         self.progress = progress or (lambda _bytes, _items: None)
         self.export_id = export_id or fingerprint(export)
+        self.checksums = checksums or {}  # Inspection.checksums: these files are streamed, not spooled
         self.dirs: dict[str, str] = {"/": ROOT_ID}
         self.claimed: set[str] = set()  # dry run: paths taken
         self.reused: set[str] = set()  # folders found in the ledger (a resumed or repeated import)
@@ -269,8 +307,8 @@ class Importer:
     # -- the pass ---------------------------------------------------------------------------
 
     def run(self) -> Report:
-        with tempfile.TemporaryDirectory(prefix="cozyops-v2-", dir=self.scratch) as scratch:
-            self.scratch = Path(scratch)
+        with own_scratch(self.scratch) as scratch:
+            self.scratch = scratch
             if not self.dry:
                 self.pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="v2-upload")
             try:
@@ -398,6 +436,13 @@ class Importer:
             if not any(i.source == name for i in self.report.items[-1:]):
                 self.report.add(name, kind, SKIPPED, reason="its folder could not be created")
             return
+        md5 = self.checksums.get(key)
+        if md5 and not self.dry and item.size > STREAM_ABOVE and not (archive and item.parts[2] == "event"):
+            final = self._stream(item, key, parent, parts[-1], md5, name, kind)
+            if final is not False:
+                self._report_file(_InFlight(None, key, parent, parts[-1], None, name, kind,
+                                            item.parts[2] if archive else ""), final)
+                return
         spool = _Spool(item, self.scratch, lambda n: self.progress(n, 0))
         what = _InFlight(None, key, parent, parts[-1], spool, name, kind, item.parts[2] if archive else "")
         try:
@@ -424,6 +469,32 @@ class Importer:
             self.report.add(name, kind, RENAMED, path, "the name was taken (a repeated path or an existing file)")
         else:
             self.report.add(name, kind, CONVERTED, path)
+
+    def _stream(self, item: Member, key: str, parent: str, name: str, md5: str, source: str, kind: str):
+        """Upload a large member straight from the archive, its MD5 known from the inspection (the
+        stack refuses it if the archive changed since: 412, reported). False when its name is taken:
+        the spooled way then (checksum comparison, conflict names), the stream still unread."""
+        path = posixpath.join(parent, name)
+        if path in self.inflight_paths:
+            self.drain()
+        if self.ledger.owner(path) not in (None, key):
+            return False
+        public = self.target.client()
+        try:
+            public.stat(path)
+            return False
+        except StackError as error:
+            if error.status != 404:
+                raise
+        assert item.stream is not None
+        body = _Body(item.stream, item.size, lambda n: self.progress(n, 0))
+        try:
+            doc = public.upload_stream(self.dirs[parent], name, body, item.size, md5)
+        except StackError as error:
+            self._fail(source, kind, error)
+            return None
+        self.ledger.put(key, doc.id, path, md5, item.size)
+        return path, False
 
     # -- uploads in flight ------------------------------------------------------------------
 
@@ -685,6 +756,75 @@ def check_quota(usage: dict, needed: int, domain: str) -> None:
     if quota and used + needed > quota:
         raise CozyopsError(f"instance {domain}", f"the export needs {needed} bytes, the instance has "
                            f"{max(quota - used, 0)} free of its {quota}-byte quota", "raise its quota first")
+
+
+SCRATCH_PREFIX = "cozyops-v2-"
+UNLOCKED_SCRATCH_AGE = 24 * 3600  # a scratch folder without a lock file (older importers) is removed past this
+
+
+@contextlib.contextmanager
+def own_scratch(base: Path) -> Iterator[Path]:
+    """This importer's scratch folder under ``base`` (``cozyops-v2-<pid>-<random>``), removed at
+    the end. Its lock file beside it (``<folder>.lock``) is locked (flock) before the folder is
+    made and for as long as the import runs: the kernel lets go of the lock when the process dies
+    however it dies, so a folder whose lock can be taken belongs to an importer that is gone.
+    Those are removed first (``sweep_scratch``)."""
+    base.mkdir(parents=True, exist_ok=True)
+    sweep_scratch(base)
+    name = f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    lock_path = base / f"{name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = base / name
+        folder.mkdir(mode=0o700)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def sweep_scratch(base: Path) -> list[Path]:
+    """Remove the scratch that importers killed before their end left in ``base`` (their spooled
+    members, calendars); a running importer's is left alone. Returns what was removed."""
+    removed: list[Path] = []
+    for entry in sorted(base.glob(SCRATCH_PREFIX + "*")):
+        lock_path = entry.with_name(entry.name + ".lock")
+        if entry.name.endswith(".lock") or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not lock_path.exists():
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - entry.stat().st_mtime > UNLOCKED_SCRATCH_AGE:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            continue
+        if _take(lock_path, functools.partial(shutil.rmtree, entry, ignore_errors=True)):
+            removed.append(entry)
+    for lock_path in sorted(base.glob(SCRATCH_PREFIX + "*.lock")):  # killed between the lock and the folder
+        if not lock_path.with_name(lock_path.name[: -len(".lock")]).exists():
+            _take(lock_path, lambda: None)
+    return removed
+
+
+def _take(lock_path: Path, then: Callable[[], None]) -> bool:
+    """If nobody holds ``lock_path``: ``then()``, remove the lock file, True."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False  # gone meanwhile (its importer ended), or not ours to touch
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its importer is running
+        then()
+        lock_path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def scratch_dir() -> Path:
