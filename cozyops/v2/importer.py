@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 SPOOL_IN_MEMORY = 8 << 20
+# A stack answers a name conflict (409) before reading the body, and drops the connection when
+# much of it is left unread (Go's net/http past 256 KiB, the double past 1 MiB): the client sees a
+# broken connection, not the 409. A larger file's name is looked up before it is sent.
+CHECK_FIRST_ABOVE = 256 << 10
 STREAM_ABOVE = SPOOL_IN_MEMORY  # larger files go from the archive to the stack without a copy (checksum known)
 SCOPE = "io.cozy.files io.cozy.contacts io.cozy.contacts.groups io.cozy.photos.albums"
 TOKEN_LIFETIME = 25 * 60  # CLI tokens last 30 minutes: renew well before
@@ -407,6 +411,7 @@ class Importer:
         except StackError as error:
             if error.status != 404:
                 raise
+            return None  # nothing under any form of the name
         for child in public.children(self.dirs[parent]):  # path lookups fold NFC/NFD: compare bytes
             if child.name == name:
                 return child
@@ -501,7 +506,7 @@ class Importer:
     def _start(self, what: _InFlight) -> bool:
         """Start the upload under its own name in the pool; False when it must go the slow way
         (a dry run, or the name belongs to another item of the ledger)."""
-        if self.pool is None:
+        if self.pool is None or what.spool is None or what.spool.size > CHECK_FIRST_ABOVE:
             return False
         path = posixpath.join(what.parent, what.name)
         if path in self.inflight_paths:
@@ -578,14 +583,19 @@ class Importer:
                 continue
             public = self.target.client()
             spool.file.seek(0)
-            try:
-                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5)
-            except StackError as error:
-                if error.status != 409:
-                    self._fail(source, kind, error)
-                    return None
-                existing = self._existing(public, parent, candidate)
-                if existing is None or existing.is_dir or existing.md5sum != spool.md5:
+            existing = self._existing(public, parent, candidate) if spool.size > CHECK_FIRST_ABOVE else None
+            if existing is None:
+                try:
+                    doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5)
+                except StackError as error:
+                    if error.status != 409:
+                        self._fail(source, kind, error)
+                        return None
+                    existing = self._existing(public, parent, candidate)
+                    if existing is None:
+                        continue
+            if existing is not None:
+                if existing.is_dir or existing.md5sum != spool.md5:
                     continue
                 doc = existing  # ours, written before a crash and not yet in the ledger (or identical)
             self.ledger.put(key, doc.id, path, spool.md5, spool.size)

@@ -264,3 +264,23 @@ def test_hostile_export_gives_each_outcome_and_writes_only_under_the_target(stac
     photo = next(refs for p, (_, refs) in state["files"].items() if p.endswith("/p.jpg"))
     assert len(photo) == 1
     assert not os.path.exists("/outside.txt") and not os.path.exists("/etc/cozyops-absolute")
+
+
+def test_large_file_streamed_and_adopted_when_already_at_its_name(stack_lab, tmp_path):  # noqa: F811
+    from cozyops.v2 import importer
+
+    big = os.urandom(importer.STREAM_ABOVE + 123_457)  # above the threshold: streamed from the archive
+    first = Export().folder("", "Videos").file("/Videos", "clip.bin", big).file("", "a.txt", b"a")
+    domain = new_instance(stack_lab)
+    result = cli(stack_lab, "v2", "import", str(first.write(tmp_path / "one.tar.gz")), "--to", domain, "--json")
+    assert result.returncode == 0, result.stderr
+    assert {i["target"]: i["outcome"] for i in json.loads(result.stdout)["items"]}["/Videos/clip.bin"] == "converted"
+    assert read_state(stack_lab, domain)["files"]["/Videos/clip.bin"][0] == md5(big)
+    # Another export (another ledger) with the same file: as after a crash between the stack's answer
+    # and the ledger, the file found at its name with its checksum is adopted, not doubled.
+    second = Export().folder("", "Videos").file("/Videos", "clip.bin", big).file("", "b.txt", b"b")
+    again = cli(stack_lab, "v2", "import", str(second.write(tmp_path / "two.tar.gz")), "--to", domain, "--json")
+    assert again.returncode == 0, again.stderr
+    assert {i["target"]: i["outcome"] for i in json.loads(again.stdout)["items"]}["/Videos/clip.bin"] == "converted"
+    files = read_state(stack_lab, domain)["files"]
+    assert sorted(files) == ["/Videos/clip.bin", "/a.txt", "/b.txt"]
