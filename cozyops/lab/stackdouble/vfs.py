@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import email.utils
 import hashlib
 import json
@@ -173,6 +174,10 @@ class VFS:
 
     _locks: dict[str, threading.RLock] = {}
     _pending: dict[str, set[tuple[str, str]]] = {}  # per instance: (dir id, name) of uploads under way
+    # Per instance: directory documents by id. The double is the only writer of the files database
+    # (/data refuses io.cozy.files) and every directory write goes through ``put``: an upload reads
+    # its parent without a CouchDB round trip, as cozy-stack's VFS keeps its own caches.
+    _dir_docs: dict[str, dict[str, dict]] = {}
     _locks_lock = threading.Lock()
 
     def __init__(self, couch: Couch, fs_root: Path, inst: dict) -> None:
@@ -184,12 +189,32 @@ class VFS:
         with self._locks_lock:
             self.lock = self._locks.setdefault(inst["_id"], threading.RLock())
             self.pending = self._pending.setdefault(inst["_id"], set())
+            self.dir_docs = self._dir_docs.setdefault(inst["_id"], {})
 
     # --- reads
     def get(self, file_id: str) -> dict | None:
         if not file_id or file_id.startswith("_"):
             return None
-        return self.couch.get(self.db, file_id)
+        cached = self.dir_docs.get(file_id)
+        if cached is not None:
+            return copy.deepcopy(cached)
+        doc = self.couch.get(self.db, file_id)
+        if doc is not None and doc.get("type") == "directory":
+            with self.lock:  # a write meanwhile (under the lock) has put the newer one: keep it
+                self.dir_docs.setdefault(file_id, copy.deepcopy(doc))
+        return doc
+
+    def put(self, doc: dict) -> dict:
+        """Write a document of the files database (every directory write comes here)."""
+        with self.lock:
+            try:
+                doc = self.couch.put(self.db, doc)
+            except Exception:
+                self.dir_docs.pop(doc["_id"], None)
+                raise
+            if doc.get("type") == "directory":
+                self.dir_docs[doc["_id"]] = copy.deepcopy(doc)
+            return doc
 
     def require(self, file_id: str) -> dict:
         doc = self.get(file_id)
@@ -278,10 +303,10 @@ class VFS:
         self.disk.mkdir(parents=True, exist_ok=True)
         root = {"_id": ROOT, "type": "directory", "name": "", "path": "/", "created_at": at, "updated_at": at,
                 "tags": [], "cozyMetadata": cozy_metadata(self.domain, False, at)}
-        self.couch.put(self.db, root)
+        self.put(root)
         trash = {"_id": TRASH, "type": "directory", "name": ".cozy_trash", "dir_id": ROOT, "path": "/.cozy_trash",
                  "created_at": at, "updated_at": at, "tags": [], "cozyMetadata": cozy_metadata(self.domain, False, at)}
-        self.couch.put(self.db, trash)
+        self.put(trash)
         self.disk_path("/.cozy_trash").mkdir(exist_ok=True)
         self.couch.ok("POST", Couch.db(self.db) + "/_index",
                       {"index": {"fields": ["dir_id", "name"]}, "ddoc": "dir-children", "name": "dir-children"})
@@ -310,7 +335,7 @@ class VFS:
                    "created_at": created, "updated_at": updated, "tags": tags or [],
                    "cozyMetadata": cozy_metadata(self.domain, False, at)}
             self.disk_path(path).mkdir(parents=True, exist_ok=True)
-            return self.couch.put(self.db, doc)
+            return self.put(doc)
 
     def mkdir_path(self, path: str, recursive: bool, tags: list[str] | None = None) -> dict:
         """``POST /files/?Type=directory&Path=/a/b[&Recursive=true]`` (§1.2)."""
@@ -453,16 +478,18 @@ class VFS:
                     continue  # directories de-duplicate, files do not (§2)
                 current.append(item)
             doc["referenced_by"] = current
-            return self.couch.put(self.db, doc)
+            return self.put(doc)
 
     def remove_refs(self, doc: dict, refs: list[dict]) -> dict:
         with self.lock:
             doc = self.require(doc["_id"])
             gone = [{"type": r.get("type"), "id": r.get("id")} for r in refs]
             doc["referenced_by"] = [r for r in (doc.get("referenced_by") or []) if r not in gone]
-            return self.couch.put(self.db, doc)
+            return self.put(doc)
 
     def destroy_all(self) -> None:
+        with self.lock:
+            self.dir_docs.clear()
         shutil.rmtree(self.disk, ignore_errors=True)
 
 
