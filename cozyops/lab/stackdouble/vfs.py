@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import email.utils
 import hashlib
@@ -379,23 +380,31 @@ class VFS:
                 expected_size = int(request.param("Size"))
             except ValueError:
                 raise files_error(422, "Unprocessable Entity", "Invalid size", {"parameter": "Size"}) from None
+        if parent is None or parent.get("_id") != parent_id:
+            parent = self.get(parent_id)
+        if parent is None or parent.get("type") != "directory":
+            raise not_found("Parent directory with given DirID does not exist")
+        if self.in_trash(parent):
+            raise not_found("Parent directory is in the trash")
+        # The name is held (``pending``: mkdir and other uploads see it) from here to the end, so
+        # the look-ups and the body run outside the instance's lock: uploads to one instance run
+        # side by side, as on cozy-stack. With a quota, checking and writing stay under the lock.
         with self.lock:
-            if parent is None or parent.get("_id") != parent_id:
-                parent = self.get(parent_id)
-            if parent is None or parent.get("type") != "directory":
-                raise not_found("Parent directory with given DirID does not exist")
-            if self.in_trash(parent):
-                raise not_found("Parent directory is in the trash")
-            if (parent_id, name) in self.pending or self.child(parent_id, name) is not None:
+            if (parent_id, name) in self.pending:
+                raise files_error(409, "Conflict", "file already exists")
+            self.pending.add((parent_id, name))
+        try:
+            if self.child(parent_id, name) is not None:
                 raise files_error(409, "Conflict", "file already exists")
             if quota and expected_size is not None:
                 used, _, _ = self.usage()
                 if used + expected_size > quota:
                     raise files_error(413, "Request Entity Too Large",
                                       "The file is too big and exceeds the disk quota")
-            # The name is held while the body streams, outside the lock: uploads to one instance
-            # run side by side, as on cozy-stack, and a second upload of the name is refused.
-            self.pending.add((parent_id, name))
+        except BaseException:
+            with self.lock:
+                self.pending.discard((parent_id, name))
+            raise
         path = parent["path"].rstrip("/") + "/" + name
         target = self.disk_path(path)
         tmp = self.disk / f".cozy-double-upload-{uuid.uuid4().hex}"
@@ -449,7 +458,7 @@ class VFS:
                                ("SourceAccountIdentifier", "sourceAccountIdentifier")):
                 if request.param(param):
                     doc["cozyMetadata"][key] = request.param(param)
-            with self.lock:
+            with self.lock if quota else contextlib.nullcontext():
                 if quota:
                     used, _, _ = self.usage()
                     if used + size > quota:
