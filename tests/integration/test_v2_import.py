@@ -270,12 +270,13 @@ def test_large_file_streamed_and_adopted_when_already_at_its_name(stack_lab, tmp
     from cozyops.v2 import importer
 
     big = os.urandom(importer.STREAM_ABOVE + 123_457)  # above the threshold: streamed from the archive
-    first = Export().folder("", "Videos").file("/Videos", "clip.bin", big).file("", "a.txt", b"a")
+    first = Export().folder("", "Videos").file("/Videos", "clip.bin", big).file("", "a.txt", b"").file("", "z", b"z")
     domain = new_instance(stack_lab)
     result = cli(stack_lab, "v2", "import", str(first.write(tmp_path / "one.tar.gz")), "--to", domain, "--json")
     assert result.returncode == 0, result.stderr
     assert {i["target"]: i["outcome"] for i in json.loads(result.stdout)["items"]}["/Videos/clip.bin"] == "converted"
-    assert read_state(stack_lab, domain)["files"]["/Videos/clip.bin"][0] == md5(big)
+    files = read_state(stack_lab, domain)["files"]
+    assert (files["/Videos/clip.bin"][0], files["/a.txt"][0]) == (md5(big), md5(b""))  # an empty file too
     # Another export (another ledger) with the same file: as after a crash between the stack's answer
     # and the ledger, the file found at its name with its checksum is adopted, not doubled.
     second = Export().folder("", "Videos").file("/Videos", "clip.bin", big).file("", "b.txt", b"b")
@@ -283,4 +284,4 @@ def test_large_file_streamed_and_adopted_when_already_at_its_name(stack_lab, tmp
     assert again.returncode == 0, again.stderr
     assert {i["target"]: i["outcome"] for i in json.loads(again.stdout)["items"]}["/Videos/clip.bin"] == "converted"
     files = read_state(stack_lab, domain)["files"]
-    assert sorted(files) == ["/Videos/clip.bin", "/a.txt", "/b.txt"]
+    assert sorted(files) == ["/Videos/clip.bin", "/a.txt", "/b.txt", "/z"]
