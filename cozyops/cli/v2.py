@@ -177,7 +177,8 @@ def import_(
 
             def run(target, step) -> None:
                 importer.Importer(export, target, ledger, report, directory=directory, limits=limits,
-                                  scratch=importer.scratch_dir(), progress=step, export_id=export_id).run()
+                                  scratch=importer.scratch_dir(), progress=step, export_id=export_id,
+                                  checksums=found.checksums).run()
 
             _import(the_fleet, root, server, str(export), found.file_bytes, report, ledger, run)
         finally:

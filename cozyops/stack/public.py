@@ -148,8 +148,9 @@ class PublicClient:
         headers = {"Content-MD5": md5, "Content-Length": str(size)}
         if content_type:
             headers["Content-Type"] = content_type
-        return self._file("POST", f"/files/{dir_id}", f"upload {name}", (201,), params=params, data=stream,
-                          headers=headers)
+        # An empty stream would make requests announce a chunked body it never sends: send b"".
+        return self._file("POST", f"/files/{dir_id}", f"upload {name}", (201,), params=params,
+                          data=stream if size else b"", headers=headers)
 
     def stat(self, path: str) -> FileDoc:
         return self._file("GET", "/files/metadata", f"stat {path}", params={"Path": path})

@@ -37,6 +37,7 @@ from cozyops.v2.importer import (
     Importer,
     Inspection,
     Report,
+    own_scratch,
 )
 
 CONTACTS_DIR = "Contacts"  # where contact pictures go (the reference is silent: our choice)
@@ -131,8 +132,8 @@ class CouchImporter(Importer):
         self.shared: dict[str, dict] = {}  # Binary id of a photo "imported from Files" -> the file's ledger entry
 
     def run(self) -> Report:
-        with tempfile.TemporaryDirectory(prefix="cozyops-v2-", dir=self.scratch) as scratch:
-            self.scratch = Path(scratch)
+        with own_scratch(self.scratch) as scratch:  # locked: another import's sweep leaves it alone
+            self.scratch = scratch
             if self.dest:
                 self.ensure_dir(self.dest)
             for folder in self.plan.folders:

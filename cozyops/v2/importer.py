@@ -16,14 +16,21 @@ report (converted, renamed, kept as a file, skipped, with the reason).
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
+import functools
 import hashlib
 import json
 import logging
+import os
 import posixpath
+import secrets
+import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +44,20 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 SPOOL_IN_MEMORY = 8 << 20
+# A stack answers a name conflict (409) before reading the body, and drops the connection when
+# much of it is left unread (Go's net/http past 256 KiB, the double past 1 MiB): the client sees a
+# broken connection, not the 409. A larger file's name is looked up before it is sent.
+CHECK_FIRST_ABOVE = 256 << 10
+STREAM_ABOVE = SPOOL_IN_MEMORY  # larger files go from the archive to the stack without a copy (checksum known)
 SCOPE = "io.cozy.files io.cozy.contacts io.cozy.contacts.groups io.cozy.photos.albums"
 TOKEN_LIFETIME = 25 * 60  # CLI tokens last 30 minutes: renew well before
 MAX_CONFLICTS = 1000
 MAX_VCF = 16 << 20  # a .vcf larger than this is skipped (reported)
 MAX_EVENT = 16 << 20  # an event document larger than this stays a file only
+# Uploads in flight at once. One at a time, each file paid the whole round trip through the SSH
+# tunnel and the stack's work (about 85 ms); cozy-stack serves uploads side by side. The ledger
+# is still written by one thread, for each upload once the stack has confirmed it, in archive order.
+UPLOADS_IN_FLIGHT = 4
 
 CONVERTED, RENAMED, KEPT, SKIPPED, ALREADY = "converted", "renamed", "kept as file", "skipped", "already imported"
 
@@ -94,9 +110,15 @@ class Inspection:
     doctypes: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     problems: list[dict] = field(default_factory=list)
+    # The base64 MD5 of each file member larger than STREAM_ABOVE (by member key): the import
+    # streams those straight from the archive to the stack with their Content-MD5 known, instead of
+    # copying them to the scratch space first. Not part of the report.
+    checksums: dict[str, str] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        found = asdict(self)
+        del found["checksums"]
+        return found
 
 
 def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], None] | None = None) -> Inspection:
@@ -120,6 +142,13 @@ def inspect(path: Path, limits: Limits | None = None, progress: Callable[[int], 
         if top == "files":
             result.files += 1
             result.file_bytes += item.size
+            if item.size > STREAM_ABOVE and item.stream is not None:
+                md5 = hashlib.md5()
+                for chunk in _chunks(item):
+                    md5.update(chunk)
+                result.checksums[convert.member_key(item.path, seen[item.path])] = \
+                    base64.b64encode(md5.digest()).decode()
+                read = True
             if len(item.parts) > 2 and item.parts[1] == "Photos" and len(item.parts) == 4:
                 result.photos += 1
             if len(item.parts) == 4 and item.parts[1] == "Archive":
@@ -216,10 +245,41 @@ class _Spool:
         self.file.close()
 
 
+class _Body:
+    """A member's stream as a request body: its length known (no chunked encoding), read in
+    large blocks, the bytes counted for the progress bar."""
+
+    def __init__(self, stream, size: int, progress: Callable[[int], None]) -> None:
+        self.stream, self.size, self.progress = stream, size, progress
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size if size and size > 0 else CHUNK)
+        self.progress(len(data))
+        return data
+
+
+@dataclass
+class _InFlight:
+    """A file upload started in the pool, waiting for the stack's answer."""
+
+    future: Future | None
+    key: str  # its ledger key
+    parent: str  # the v3 path of its folder
+    name: str
+    spool: _Spool | None
+    source: str  # for the report
+    kind: str
+    archive: str  # the archived doctype, for a document kept as JSON
+
+
 class Importer:
     def __init__(self, export: Path, target: Target | None, ledger, report: Report, *, directory: str = "/",
                  limits: Limits | None = None, scratch: Path | None = None,
-                 progress: Callable[[int, int], None] | None = None, export_id: str = "") -> None:
+                 progress: Callable[[int, int], None] | None = None, export_id: str = "",
+                 checksums: dict[str, str] | None = None) -> None:
         self.export = export
         self.target = target  # None: dry run
         self.ledger = ledger
@@ -229,6 +289,7 @@ class Importer:
         self.scratch = scratch or Path(tempfile.gettempdir())
         self.progress = progress or (lambda _bytes, _items: None)
         self.export_id = export_id or fingerprint(export)
+        self.checksums = checksums or {}  # Inspection.checksums: these files are streamed, not spooled
         self.dirs: dict[str, str] = {"/": ROOT_ID}
         self.claimed: set[str] = set()  # dry run: paths taken
         self.reused: set[str] = set()  # folders found in the ledger (a resumed or repeated import)
@@ -237,6 +298,9 @@ class Importer:
         self.references: list[tuple[str, convert.Reference]] = []
         self.calendars: dict[str, Any] = {}
         self.dir_options: dict[str, dict] = {}  # path -> created_at, updated_at, tags (a source that has them)
+        self.pool: ThreadPoolExecutor | None = None
+        self.inflight: deque[_InFlight] = deque()
+        self.inflight_paths: set[str] = set()
 
     @property
     def dry(self) -> bool:
@@ -248,17 +312,23 @@ class Importer:
     # -- the pass ---------------------------------------------------------------------------
 
     def run(self) -> Report:
-        with tempfile.TemporaryDirectory(prefix="cozyops-v2-", dir=self.scratch) as scratch:
-            self.scratch = Path(scratch)
-            if self.dest:
-                self.ensure_dir(self.dest)
-            for item in read_export(self.export, self.limits):
-                self.report.members += 1
-                if isinstance(item, Skipped):
-                    self.report.add(printable(item.name), "member", SKIPPED, reason=item.reason)
-                else:
-                    self.member(item)
-                self.progress(0, 1)
+        with own_scratch(self.scratch) as scratch:
+            self.scratch = scratch
+            if not self.dry:
+                self.pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="v2-upload")
+            try:
+                if self.dest:
+                    self.ensure_dir(self.dest)
+                for item in read_export(self.export, self.limits):
+                    self.report.members += 1
+                    if isinstance(item, Skipped):
+                        self.report.add(printable(item.name), "member", SKIPPED, reason=item.reason)
+                    else:
+                        self.member(item)
+                    self.progress(0, 1)
+                self.drain()  # the references need every photo's id from the ledger
+            finally:
+                self._abandon()
             self.apply_references()
             self.write_calendars()
             for handle in self.calendars.values():
@@ -302,6 +372,8 @@ class Importer:
         path = "/" + "/".join(parts)
         if path in self.dirs:
             return path
+        if path in self.inflight_paths:
+            self.drain()  # a file of that name is being uploaded: it came first, it keeps the name
         parent = "/" + "/".join(parts[:-1])
         if parent not in self.dirs and self.ensure_dir(parts[:-1], source) is None:
             return None
@@ -340,6 +412,7 @@ class Importer:
         except StackError as error:
             if error.status != 404:
                 raise
+            return None  # nothing under any form of the name
         for child in public.children(self.dirs[parent]):  # path lookups fold NFC/NFD: compare bytes
             if child.name == name:
                 return child
@@ -369,24 +442,133 @@ class Importer:
             if not any(i.source == name for i in self.report.items[-1:]):
                 self.report.add(name, kind, SKIPPED, reason="its folder could not be created")
             return
+        md5 = self.checksums.get(key)
+        if md5 and not self.dry and item.size > STREAM_ABOVE and not (archive and item.parts[2] == "event"):
+            final = self._stream(item, key, parent, parts[-1], md5, name, kind)
+            if final is not False:
+                self._report_file(_InFlight(None, key, parent, parts[-1], None, name, kind,
+                                            item.parts[2] if archive else ""), final)
+                return
         spool = _Spool(item, self.scratch, lambda n: self.progress(n, 0))
+        what = _InFlight(None, key, parent, parts[-1], spool, name, kind, item.parts[2] if archive else "")
         try:
             if archive and item.parts[2] == "event":
                 spool.file.seek(0)
                 self._event_seen(item, name, spool.file.read(MAX_EVENT + 1))
                 spool.file.seek(0)
+            if self._start(what):
+                return  # in flight: reported and put in the ledger when the stack has answered
             final = self.upload(key, parent, parts[-1], spool, name, kind)
         finally:
-            spool.close()
+            if what.future is None:
+                spool.close()
+        self._report_file(what, final)
+
+    def _report_file(self, what: _InFlight, final: tuple[str, bool] | None) -> None:
         if final is None:
             return
         path, renamed = final
-        if archive:
-            self.report.add(name, kind, KEPT, path, f"{item.parts[2]} documents have no v3 app: kept as JSON")
+        name, kind = what.source, what.kind
+        if what.archive:
+            self.report.add(name, kind, KEPT, path, f"{what.archive} documents have no v3 app: kept as JSON")
         elif renamed:
             self.report.add(name, kind, RENAMED, path, "the name was taken (a repeated path or an existing file)")
         else:
             self.report.add(name, kind, CONVERTED, path)
+
+    def _stream(self, item: Member, key: str, parent: str, name: str, md5: str, source: str, kind: str):
+        """Upload a large member straight from the archive, its MD5 known from the inspection (the
+        stack refuses it if the archive changed since: 412, reported). False when its name is taken:
+        the spooled way then (checksum comparison, conflict names), the stream still unread."""
+        path = posixpath.join(parent, name)
+        if path in self.inflight_paths:
+            self.drain()
+        if self.ledger.owner(path) not in (None, key):
+            return False
+        public = self.target.client()
+        try:
+            public.stat(path)
+            return False
+        except StackError as error:
+            if error.status != 404:
+                raise
+        assert item.stream is not None
+        body = _Body(item.stream, item.size, lambda n: self.progress(n, 0))
+        try:
+            doc = public.upload_stream(self.dirs[parent], name, body, item.size, md5)
+        except StackError as error:
+            self._fail(source, kind, error)
+            return None
+        self.ledger.put(key, doc.id, path, md5, item.size)
+        return path, False
+
+    # -- uploads in flight ------------------------------------------------------------------
+
+    def _start(self, what: _InFlight) -> bool:
+        """Start the upload under its own name in the pool; False when it must go the slow way
+        (a dry run, or the name belongs to another item of the ledger)."""
+        if self.pool is None or what.spool is None or what.spool.size > CHECK_FIRST_ABOVE:
+            return False
+        path = posixpath.join(what.parent, what.name)
+        if path in self.inflight_paths:
+            self.drain()  # a repeated path: the first copy gets the name, whatever the timing
+        if self.ledger.owner(path) not in (None, what.key):
+            return False
+        public = self.target.client()
+        spool = what.spool
+        spool.file.seek(0)
+        what.future = self.pool.submit(public.upload_stream, self.dirs[what.parent], what.name, spool.file,
+                                       spool.size, spool.md5)
+        self.inflight.append(what)
+        self.inflight_paths.add(path)
+        while len(self.inflight) > UPLOADS_IN_FLIGHT:
+            self._complete(self.inflight.popleft())
+        return True
+
+    def _complete(self, what: _InFlight) -> None:
+        """The stack's answer to an upload in flight: into the ledger (only now) and the report."""
+        path = posixpath.join(what.parent, what.name)
+        try:
+            assert what.future is not None
+            try:
+                doc = what.future.result()
+            except StackError as error:
+                if error.status != 409:
+                    self._fail(what.source, what.kind, error)
+                    return
+                # Taken (a resumed import's own upload not yet in the ledger, or an existing file):
+                # the one-at-a-time way, with its checksum comparison and conflict names.
+                final = self.upload(what.key, what.parent, what.name, what.spool, what.source, what.kind)
+            else:
+                self.ledger.put(what.key, doc.id, path, what.spool.md5, what.spool.size)
+                final = (path, False)
+        finally:
+            what.spool.close()
+            self.inflight_paths.discard(path)
+        self._report_file(what, final)
+
+    def drain(self) -> None:
+        """Wait for every upload in flight, oldest first."""
+        while self.inflight:
+            self._complete(self.inflight.popleft())
+
+    def _abandon(self) -> None:
+        """On the way out (done, or an error): what the stack confirmed still goes to the ledger."""
+        while self.inflight:
+            what = self.inflight.popleft()
+            try:
+                assert what.future is not None
+                doc = what.future.result()
+                self.ledger.put(what.key, doc.id, posixpath.join(what.parent, what.name), what.spool.md5,
+                                what.spool.size)
+            except Exception as error:  # noqa: BLE001 - the error that stopped the import is the one raised
+                log.debug("upload of %s abandoned: %s", what.source, error)
+            finally:
+                what.spool.close()
+        self.inflight_paths.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
 
     def upload(self, key: str, parent: str, name: str, spool: _Spool, source: str, kind: str,
                options: dict | None = None):
@@ -404,15 +586,20 @@ class Importer:
                 continue
             public = self.target.client()
             spool.file.seek(0)
-            try:
-                doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5,
-                                           **(options or {}))
-            except StackError as error:
-                if error.status != 409:
-                    self._fail(source, kind, error)
-                    return None
-                existing = self._existing(public, parent, candidate)
-                if existing is None or existing.is_dir or existing.md5sum != spool.md5:
+            existing = self._existing(public, parent, candidate) if spool.size > CHECK_FIRST_ABOVE else None
+            if existing is None:
+                try:
+                    doc = public.upload_stream(self.dirs[parent], candidate, spool.file, spool.size, spool.md5,
+                                               **(options or {}))
+                except StackError as error:
+                    if error.status != 409:
+                        self._fail(source, kind, error)
+                        return None
+                    existing = self._existing(public, parent, candidate)
+                    if existing is None:
+                        continue
+            if existing is not None:
+                if existing.is_dir or existing.md5sum != spool.md5:
                     continue
                 doc = existing  # ours, written before a crash and not yet in the ledger (or identical)
             self.ledger.put(key, doc.id, path, spool.md5, spool.size)
@@ -588,6 +775,75 @@ def check_quota(usage: dict, needed: int, domain: str) -> None:
     if quota and used + needed > quota:
         raise CozyopsError(f"instance {domain}", f"the export needs {needed} bytes, the instance has "
                            f"{max(quota - used, 0)} free of its {quota}-byte quota", "raise its quota first")
+
+
+SCRATCH_PREFIX = "cozyops-v2-"
+UNLOCKED_SCRATCH_AGE = 24 * 3600  # a scratch folder without a lock file (older importers) is removed past this
+
+
+@contextlib.contextmanager
+def own_scratch(base: Path) -> Iterator[Path]:
+    """This importer's scratch folder under ``base`` (``cozyops-v2-<pid>-<random>``), removed at
+    the end. Its lock file beside it (``<folder>.lock``) is locked (flock) before the folder is
+    made and for as long as the import runs: the kernel lets go of the lock when the process dies
+    however it dies, so a folder whose lock can be taken belongs to an importer that is gone.
+    Those are removed first (``sweep_scratch``)."""
+    base.mkdir(parents=True, exist_ok=True)
+    sweep_scratch(base)
+    name = f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    lock_path = base / f"{name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        folder = base / name
+        folder.mkdir(mode=0o700)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def sweep_scratch(base: Path) -> list[Path]:
+    """Remove the scratch that importers killed before their end left in ``base`` (their spooled
+    members, calendars); a running importer's is left alone. Returns what was removed."""
+    removed: list[Path] = []
+    for entry in sorted(base.glob(SCRATCH_PREFIX + "*")):
+        lock_path = entry.with_name(entry.name + ".lock")
+        if entry.name.endswith(".lock") or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not lock_path.exists():
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - entry.stat().st_mtime > UNLOCKED_SCRATCH_AGE:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            continue
+        if _take(lock_path, functools.partial(shutil.rmtree, entry, ignore_errors=True)):
+            removed.append(entry)
+    for lock_path in sorted(base.glob(SCRATCH_PREFIX + "*.lock")):  # killed between the lock and the folder
+        if not lock_path.with_name(lock_path.name[: -len(".lock")]).exists():
+            _take(lock_path, lambda: None)
+    return removed
+
+
+def _take(lock_path: Path, then: Callable[[], None]) -> bool:
+    """If nobody holds ``lock_path``: ``then()``, remove the lock file, True."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False  # gone meanwhile (its importer ended), or not ours to touch
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its importer is running
+        then()
+        lock_path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def scratch_dir() -> Path:

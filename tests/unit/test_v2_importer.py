@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cozyops.errors import CozyopsError
@@ -93,3 +95,65 @@ def test_hundred_thousand_folders_and_five_hundred_levels(tmp_path):
     report = dry_run(export.write(tmp_path / "wide.tar.gz"))
     assert report.counts() == {"converted": 100_000 + 500 + 1}
     assert report.items[-1].target == "/" + "/".join(f"d{d}" for d in range(500)) + "/deep.txt"
+
+
+HOLD_SCRATCH = """import sys, time
+from pathlib import Path
+from cozyops.v2 import importer
+with importer.own_scratch(Path(sys.argv[1])) as folder:
+    (folder / "spooled.bin").write_bytes(b"x" * 1000)
+    print(folder, flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(base):
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", HOLD_SCRATCH, str(base)], stdout=subprocess.PIPE, text=True)
+    folder = Path(process.stdout.readline().strip())
+    assert folder.is_dir() and folder.name.startswith(f"cozyops-v2-{process.pid}-")
+    return process, folder
+
+
+def test_scratch_of_a_killed_importer_is_removed_by_the_next_run_and_a_running_ones_kept(tmp_path):
+    base = tmp_path / "scratch"
+    alive, alive_folder = _holder(base)
+    killed, killed_folder = _holder(base)
+    try:
+        killed.kill()
+        killed.wait()
+        assert killed_folder.is_dir()  # SIGKILL: nothing of its own clean-up ran
+        # The next import (here a dry run) sweeps what the dead one left, and only that.
+        export = Export().file("", "a.txt", b"a")
+        report = importer.Report("x", "alice.test", "/", dry_run=True)
+        importer.Importer(export.write(tmp_path / "x.tar.gz"), None, None, report, scratch=base).run()
+        assert not killed_folder.exists() and not Path(f"{killed_folder}.lock").exists()
+        assert (alive_folder / "spooled.bin").is_file() and Path(f"{alive_folder}.lock").is_file()
+        assert sorted(p.name for p in base.iterdir()) == [alive_folder.name, alive_folder.name + ".lock"]
+    finally:
+        alive.kill()
+        alive.wait()
+        alive.stdout.close()
+        killed.stdout.close()
+    assert importer.sweep_scratch(base) == [alive_folder]
+    assert list(base.iterdir()) == []
+
+
+def test_scratch_sweep_leaves_recent_unlocked_folders_and_what_is_not_scratch(tmp_path):
+    import os
+    import time
+
+    recent = tmp_path / "cozyops-v2-abcdefgh"  # an older importer's (no lock file): kept a day
+    recent.mkdir()
+    old = tmp_path / "cozyops-v2-oldoldol"
+    old.mkdir()
+    day_ago = time.time() - importer.UNLOCKED_SCRATCH_AGE - 60
+    os.utime(old, (day_ago, day_ago))
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    orphan_lock = tmp_path / "cozyops-v2-1-deadbeef.lock"  # killed between its lock and its folder
+    orphan_lock.touch()
+    assert importer.sweep_scratch(tmp_path) == [old]
+    assert recent.is_dir() and other.is_dir() and not orphan_lock.exists()

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import threading
+import time
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 GLOBAL_INSTANCES = "global/instances"
+# A kept-alive connection idle longer than this is not reused: Node's HTTP server (pouchdb-server)
+# closes idle connections after 5 s, and a request racing that close would be lost.
+IDLE_REUSE = 4.0
 
 
 def instance_prefix(domain: str) -> str:
@@ -39,6 +43,9 @@ class CouchError(Exception):
 
 
 class Couch:
+    """CouchDB over HTTP/1.1 with one kept-alive connection per thread (as cozy-stack's Go client
+    keeps its connections): a request costs a round trip, not a TCP handshake as well."""
+
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         parts = urlsplit(url)
         self.auth = None
@@ -51,14 +58,37 @@ class Couch:
         if parts.port:
             netloc += f":{parts.port}"
         self.base = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
+        self.scheme = parts.scheme or "http"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port
+        self.prefix = parts.path.rstrip("/")
         self.timeout = timeout
+        self._local = threading.local()
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it was used before (it may have been closed since)."""
+        conn, last = getattr(self._local, "conn", None), getattr(self._local, "last", 0.0)
+        if conn is not None and time.monotonic() - last < IDLE_REUSE:
+            return conn, True
+        if conn is not None:
+            conn.close()
+        factory = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        conn = factory(self.host, self.port, timeout=self.timeout)
+        self._local.conn = conn
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
 
     def request(self, method: str, path: str, body=None, query: dict | None = None, raw: bool = False):
         """(status, decoded JSON) for any status; CouchError(0, ...) when unreachable."""
-        url = self.base + path
+        target = self.prefix + path
         if query:
-            url += "?" + urlencode({k: json.dumps(v) if isinstance(v, (bool, list, dict)) else v
-                                    for k, v in query.items()})
+            target += "?" + urlencode({k: json.dumps(v) if isinstance(v, (bool, list, dict)) else v
+                                       for k, v in query.items()})
         data = None
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -66,15 +96,26 @@ class Couch:
             headers["Content-Type"] = "application/json"
         if self.auth:
             headers["Authorization"] = self.auth
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+        for attempt in (1, 2):
+            conn, reused = self._connection()
+            try:
+                conn.request(method, target, body=data, headers=headers)
+                resp = conn.getresponse()
                 status, payload = resp.status, resp.read()
-        except urllib.error.HTTPError as error:
-            status, payload = error.code, error.read()
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise CouchError(0, "unreachable", f"CouchDB at {self.base} is unreachable: {reason}") from None
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
+                self._drop()
+                # A kept-alive connection the server had closed: the request never reached it.
+                if reused and attempt == 1:
+                    continue
+                raise CouchError(0, "unreachable", f"CouchDB at {self.base} is unreachable: {error}") from None
+            except (http.client.HTTPException, OSError) as error:
+                self._drop()
+                raise CouchError(0, "unreachable", f"CouchDB at {self.base} is unreachable: {error}") from None
+            if resp.will_close:
+                self._drop()
+            else:
+                self._local.last = time.monotonic()
+            break
         if raw:
             return status, payload
         try:

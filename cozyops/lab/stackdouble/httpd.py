@@ -247,6 +247,9 @@ def _handler_class(app: App) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "cozy-stack-double"
+        # Headers and body are written separately: with Nagle's algorithm the body waited for the
+        # client's delayed ACK of the headers (40 ms a response). Go's servers set TCP_NODELAY too.
+        disable_nagle_algorithm = True
         sys_version = ""
 
         def _serve(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import copy
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from . import secret
 from .couch import GLOBAL_INSTANCES, Couch, CouchError, db_name, instance_prefix
 
 INDEXES_VERSION = 38
+REGISTRY_CACHE = 1.0  # seconds the registry read is kept (writes of this process forget it at once)
 ILLEGAL = set(" /,;&?#@|='\"\t\r\n\x00")
 # §1.2: the databases creating an instance makes.
 DOCTYPES = (
@@ -182,21 +184,34 @@ class Instances:
         self.couch = couch
         self.flat = flat
         self.lock = threading.RLock()
+        self._cache: tuple[float, list[dict]] | None = None
 
     def all(self) -> list[dict]:
-        docs = self.couch.all_docs(GLOBAL_INSTANCES)
-        return [doc for doc in docs if not doc["_id"].startswith("_design/")]
+        """Every instance's document (copies). The registry is read at most once a second and
+        forgotten on every write of this process: cozy-stack too keeps instances in a cache
+        instead of reading CouchDB on each request (pouchdb-server spent 4 ms a request on it)."""
+        with self.lock:
+            if self._cache is None or time.monotonic() - self._cache[0] > REGISTRY_CACHE:
+                docs = self.couch.all_docs(GLOBAL_INSTANCES)
+                self._cache = (time.monotonic(), [doc for doc in docs if not doc["_id"].startswith("_design/")])
+            return copy.deepcopy(self._cache[1])
 
-    def get(self, domain: str, aliases: bool = True) -> dict | None:
-        """By domain or alias (§2.2: ``GET /instances/:domain`` matches aliases too)."""
+    def forget(self) -> None:
+        """The registry changed: the next look-up reads it again."""
+        with self.lock:
+            self._cache = None
+
+    def get(self, domain: str, aliases: bool = True, docs: list[dict] | None = None) -> dict | None:
+        """By domain or alias (§2.2: ``GET /instances/:domain`` matches aliases too), in ``docs``
+        (one reading of the registry for several look-ups) or in the registry as it is now."""
         domain = domain.lower()
-        for doc in self.all():
+        for doc in self.all() if docs is None else docs:
             if doc.get("domain") == domain or (aliases and domain in (doc.get("domain_aliases") or [])):
                 return doc
         return None
 
-    def by_old_domain(self, domain: str) -> dict | None:
-        for doc in self.all():
+    def by_old_domain(self, domain: str, docs: list[dict] | None = None) -> dict | None:
+        for doc in self.all() if docs is None else docs:
             if doc.get("old_domain") == domain:
                 return doc
         return None
@@ -217,7 +232,10 @@ class Instances:
         return False
 
     def save(self, doc: dict) -> dict:
-        return self.couch.put(GLOBAL_INSTANCES, doc)
+        try:
+            return self.couch.put(GLOBAL_INSTANCES, doc)
+        finally:
+            self.forget()
 
     def check_aliases(self, aliases: list[str]) -> list[str]:
         return [validate_domain(alias, self.flat) for alias in aliases]

@@ -255,7 +255,7 @@ def _import_part(stack, inst: dict, raw: bytes) -> None:
             if doc["_id"] in (ROOT, TRASH) or doc.get("path", "").startswith("/.cozy_trash"):
                 continue
             vfs.disk_path(doc["path"]).mkdir(parents=True, exist_ok=True)
-            stack.couch.put(vfs.db, doc)
+            vfs.put(doc)
         for doc in files:
             if doc.get("type") != "file" or doc.get("trashed"):
                 continue
@@ -263,4 +263,4 @@ def _import_part(stack, inst: dict, raw: bytes) -> None:
             target = vfs.disk_path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read("My Cozy/Files" + path))
-            stack.couch.put(vfs.db, doc)
+            vfs.put(doc)

@@ -124,13 +124,14 @@ class PublicApp(App):
         host = request.host
         try:
             parent, slug = self.split_host(host)
+            known = self.stack.instances.all()  # read once for the look-ups below
             if slug:
-                inst = self.stack.instances.get(parent)
+                inst = self.stack.instances.get(parent, docs=known)
                 if inst is not None:
                     return self.serve_app(request, inst, slug)
-            inst = self.stack.instances.get(host)
+            inst = self.stack.instances.get(host, docs=known)
             if inst is None:
-                old = self.stack.instances.by_old_domain(host)
+                old = self.stack.instances.by_old_domain(host, docs=known)
                 if old is not None:
                     return Response(308, headers=[("Location", f"https://{old['domain']}{request.target}")])
                 return files_auth_error(request, 404, "Instance not found").response
@@ -267,10 +268,10 @@ class PublicApp(App):
                 date = parse_date_header(request.header("Date"))
                 created = parse_time(request.param("CreatedAt")) or date
                 updated = parse_time(request.param("UpdatedAt")) or date
-                doc = vfs.mkdir(dir_id, request.param("Name"), tags, created, updated)
+                doc = vfs.mkdir(dir_id, request.param("Name"), tags, created, updated, parent=parent)
             return json_response(201, {"data": file_resource(doc, full=False)}, JSONAPI)
         quota = int(inst.get("disk_quota") or 0)
-        doc = vfs.upload(dir_id, request.param("Name"), request, quota)
+        doc = vfs.upload(dir_id, request.param("Name"), request, quota, parent=parent)
         return json_response(201, {"data": file_resource(doc)}, JSONAPI)
 
     def _dir_document(self, request: Request, vfs, doc: dict) -> dict:

@@ -104,6 +104,7 @@ class Stack:
         current = self.couch.get(GLOBAL_INSTANCES, doc["_id"])
         if current is not None:
             self.couch.delete(GLOBAL_INSTANCES, doc["_id"], current["_rev"])
+        self.instances.forget()
 
     def update_settings(self, doc: dict, changes: dict) -> None:
         if not changes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import copy
 import email.utils
 import hashlib
 import json
@@ -24,8 +26,10 @@ from .instances import StackError
 ROOT = "io.cozy.files.root-dir"
 TRASH = "io.cozy.files.trash-dir"
 SHARED_WITH_ME = "io.cozy.files.shared-with-me-dir"
+TRASH_PATH = "/.cozy_trash"
 FILES = "io.cozy.files"
 MAX_DEPTH = 512
+UPLOAD_CHUNK = 1 << 20  # bytes read from an upload's body at a time
 FORBIDDEN = set("/\x00\n\r")
 _MIMES = mimetypes.MimeTypes()  # the built-in table only: the same answer on every machine
 _MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
@@ -170,6 +174,11 @@ class VFS:
     """One instance's files. Writes are serialised per instance (one lock)."""
 
     _locks: dict[str, threading.RLock] = {}
+    _pending: dict[str, set[tuple[str, str]]] = {}  # per instance: (dir id, name) of uploads under way
+    # Per instance: directory documents by id. The double is the only writer of the files database
+    # (/data refuses io.cozy.files) and every directory write goes through ``put``: an upload reads
+    # its parent without a CouchDB round trip, as cozy-stack's VFS keeps its own caches.
+    _dir_docs: dict[str, dict[str, dict]] = {}
     _locks_lock = threading.Lock()
 
     def __init__(self, couch: Couch, fs_root: Path, inst: dict) -> None:
@@ -180,12 +189,33 @@ class VFS:
         self.disk = fs_root / self.domain
         with self._locks_lock:
             self.lock = self._locks.setdefault(inst["_id"], threading.RLock())
+            self.pending = self._pending.setdefault(inst["_id"], set())
+            self.dir_docs = self._dir_docs.setdefault(inst["_id"], {})
 
     # --- reads
     def get(self, file_id: str) -> dict | None:
         if not file_id or file_id.startswith("_"):
             return None
-        return self.couch.get(self.db, file_id)
+        cached = self.dir_docs.get(file_id)
+        if cached is not None:
+            return copy.deepcopy(cached)
+        doc = self.couch.get(self.db, file_id)
+        if doc is not None and doc.get("type") == "directory":
+            with self.lock:  # a write meanwhile (under the lock) has put the newer one: keep it
+                self.dir_docs.setdefault(file_id, copy.deepcopy(doc))
+        return doc
+
+    def put(self, doc: dict) -> dict:
+        """Write a document of the files database (every directory write comes here)."""
+        with self.lock:
+            try:
+                doc = self.couch.put(self.db, doc)
+            except Exception:
+                self.dir_docs.pop(doc["_id"], None)
+                raise
+            if doc.get("type") == "directory":
+                self.dir_docs[doc["_id"]] = copy.deepcopy(doc)
+            return doc
 
     def require(self, file_id: str) -> dict:
         doc = self.get(file_id)
@@ -233,7 +263,13 @@ class VFS:
         return ids
 
     def in_trash(self, doc: dict) -> bool:
-        return doc["_id"] == TRASH or doc.get("trashed") or TRASH in self.ancestors(doc)
+        if doc["_id"] == TRASH or doc.get("trashed"):
+            return True
+        if doc.get("type") == "directory" and doc.get("path"):
+            # As cozy-stack does: a directory is in the trash when its path is under the trash's
+            # (one comparison, not a read per ancestor: deep trees stay linear).
+            return doc["path"] == TRASH_PATH or doc["path"].startswith(TRASH_PATH + "/")
+        return TRASH in self.ancestors(doc)
 
     def usage(self) -> tuple[int, int, int]:
         """(bytes of all files, bytes in the trash, documents)."""
@@ -268,10 +304,10 @@ class VFS:
         self.disk.mkdir(parents=True, exist_ok=True)
         root = {"_id": ROOT, "type": "directory", "name": "", "path": "/", "created_at": at, "updated_at": at,
                 "tags": [], "cozyMetadata": cozy_metadata(self.domain, False, at)}
-        self.couch.put(self.db, root)
+        self.put(root)
         trash = {"_id": TRASH, "type": "directory", "name": ".cozy_trash", "dir_id": ROOT, "path": "/.cozy_trash",
                  "created_at": at, "updated_at": at, "tags": [], "cozyMetadata": cozy_metadata(self.domain, False, at)}
-        self.couch.put(self.db, trash)
+        self.put(trash)
         self.disk_path("/.cozy_trash").mkdir(exist_ok=True)
         self.couch.ok("POST", Couch.db(self.db) + "/_index",
                       {"index": {"fields": ["dir_id", "name"]}, "ddoc": "dir-children", "name": "dir-children"})
@@ -279,10 +315,11 @@ class VFS:
                       {"index": {"fields": ["path"]}, "ddoc": "dir-by-path", "name": "dir-by-path"})
 
     def mkdir(self, parent_id: str, name: str | None, tags: list[str] | None = None, created: str | None = None,
-              updated: str | None = None) -> dict:
+              updated: str | None = None, parent: dict | None = None) -> dict:
         with self.lock:
             name = check_name(name)
-            parent = self.get(parent_id)
+            if parent is None or parent.get("_id") != parent_id:
+                parent = self.get(parent_id)
             if parent is None or parent.get("type") != "directory":
                 raise not_found()
             if parent_id != TRASH and self.in_trash(parent):
@@ -290,7 +327,7 @@ class VFS:
             path = parent["path"].rstrip("/") + "/" + name
             if path.count("/") >= MAX_DEPTH:
                 raise files_error(422, "Unprocessable Entity", "Invalid path: too many levels", {"parameter": "path"})
-            if self.child(parent_id, name) is not None:
+            if (parent_id, name) in self.pending or self.child(parent_id, name) is not None:
                 raise files_error(409, "Conflict", "file already exists")
             at = now()
             created = created or at
@@ -299,7 +336,7 @@ class VFS:
                    "created_at": created, "updated_at": updated, "tags": tags or [],
                    "cozyMetadata": cozy_metadata(self.domain, False, at)}
             self.disk_path(path).mkdir(parents=True, exist_ok=True)
-            return self.couch.put(self.db, doc)
+            return self.put(doc)
 
     def mkdir_path(self, path: str, recursive: bool, tags: list[str] | None = None) -> dict:
         """``POST /files/?Type=directory&Path=/a/b[&Recursive=true]`` (§1.2)."""
@@ -318,8 +355,10 @@ class VFS:
                 parent = self.mkdir_path(parent_path, True)
             return self.mkdir(parent["_id"], name, tags)
 
-    def upload(self, parent_id: str, name: str | None, request, quota: int) -> dict:
-        """``POST /files/:dir-id?Type=file``: stream the body to disk, check length and MD5, then index it."""
+    def upload(self, parent_id: str, name: str | None, request, quota: int, parent: dict | None = None) -> dict:
+        """``POST /files/:dir-id?Type=file``: stream the body to disk, check length and MD5, then index it.
+
+        ``parent``: the parent's document when the caller has just read it."""
         name = check_name(name)
         md5_header = request.header("Content-MD5")
         expected_md5 = None
@@ -341,12 +380,20 @@ class VFS:
                 expected_size = int(request.param("Size"))
             except ValueError:
                 raise files_error(422, "Unprocessable Entity", "Invalid size", {"parameter": "Size"}) from None
-        with self.lock:
+        if parent is None or parent.get("_id") != parent_id:
             parent = self.get(parent_id)
-            if parent is None or parent.get("type") != "directory":
-                raise not_found("Parent directory with given DirID does not exist")
-            if self.in_trash(parent):
-                raise not_found("Parent directory is in the trash")
+        if parent is None or parent.get("type") != "directory":
+            raise not_found("Parent directory with given DirID does not exist")
+        if self.in_trash(parent):
+            raise not_found("Parent directory is in the trash")
+        # The name is held (``pending``: mkdir and other uploads see it) from here to the end, so
+        # the look-ups and the body run outside the instance's lock: uploads to one instance run
+        # side by side, as on cozy-stack. With a quota, checking and writing stay under the lock.
+        with self.lock:
+            if (parent_id, name) in self.pending:
+                raise files_error(409, "Conflict", "file already exists")
+            self.pending.add((parent_id, name))
+        try:
             if self.child(parent_id, name) is not None:
                 raise files_error(409, "Conflict", "file already exists")
             if quota and expected_size is not None:
@@ -354,35 +401,29 @@ class VFS:
                 if used + expected_size > quota:
                     raise files_error(413, "Request Entity Too Large",
                                       "The file is too big and exceeds the disk quota")
-            path = parent["path"].rstrip("/") + "/" + name
-            target = self.disk_path(path)
-            tmp = self.disk / f".cozy-double-upload-{uuid.uuid4().hex}"
-            digest = hashlib.md5()
-            size = 0
-            try:
-                with open(tmp, "wb") as out:
-                    while True:
-                        piece = request.read_chunk()
-                        if not piece:
-                            break
-                        digest.update(piece)
-                        size += len(piece)
-                        out.write(piece)
-                if request.short_body or (expected_size is not None and size != expected_size):
-                    raise files_error(412, "Precondition Failed", "Invalid content length",
-                                      {"parameter": "Content-Length"})
-                if expected_md5 is not None and digest.digest() != expected_md5:
-                    raise files_error(412, "Precondition Failed", "Invalid hash", {"parameter": "Content-MD5"})
-                if quota:
-                    used, _, _ = self.usage()
-                    if used + size > quota:
-                        raise files_error(413, "Request Entity Too Large",
-                                          "The file is too big and exceeds the disk quota")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+        except BaseException:
+            with self.lock:
+                self.pending.discard((parent_id, name))
+            raise
+        path = parent["path"].rstrip("/") + "/" + name
+        target = self.disk_path(path)
+        tmp = self.disk / f".cozy-double-upload-{uuid.uuid4().hex}"
+        digest = hashlib.md5()
+        size = 0
+        try:
+            with open(tmp, "wb") as out:
+                while True:
+                    piece = request.read_chunk(UPLOAD_CHUNK)
+                    if not piece:
+                        break
+                    digest.update(piece)
+                    size += len(piece)
+                    out.write(piece)
+            if request.short_body or (expected_size is not None and size != expected_size):
+                raise files_error(412, "Precondition Failed", "Invalid content length",
+                                  {"parameter": "Content-Length"})
+            if expected_md5 is not None and digest.digest() != expected_md5:
+                raise files_error(412, "Precondition Failed", "Invalid hash", {"parameter": "Content-MD5"})
             at = now()
             date = parse_date_header(request.header("Date"))
             created = parse_time(request.param("CreatedAt")) or date or at
@@ -417,11 +458,24 @@ class VFS:
                                ("SourceAccountIdentifier", "sourceAccountIdentifier")):
                 if request.param(param):
                     doc["cozyMetadata"][key] = request.param(param)
-            try:
-                return self.couch.put(self.db, doc)
-            except Exception:
-                target.unlink(missing_ok=True)
-                raise
+            with self.lock if quota else contextlib.nullcontext():
+                if quota:
+                    used, _, _ = self.usage()
+                    if used + size > quota:
+                        raise files_error(413, "Request Entity Too Large",
+                                          "The file is too big and exceeds the disk quota")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+                try:
+                    return self.couch.put(self.db, doc)
+                except Exception:
+                    target.unlink(missing_ok=True)
+                    raise
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+            with self.lock:
+                self.pending.discard((parent_id, name))
 
     def add_refs(self, doc: dict, refs: list[dict]) -> dict:
         with self.lock:
@@ -433,16 +487,18 @@ class VFS:
                     continue  # directories de-duplicate, files do not (§2)
                 current.append(item)
             doc["referenced_by"] = current
-            return self.couch.put(self.db, doc)
+            return self.put(doc)
 
     def remove_refs(self, doc: dict, refs: list[dict]) -> dict:
         with self.lock:
             doc = self.require(doc["_id"])
             gone = [{"type": r.get("type"), "id": r.get("id")} for r in refs]
             doc["referenced_by"] = [r for r in (doc.get("referenced_by") or []) if r not in gone]
-            return self.couch.put(self.db, doc)
+            return self.put(doc)
 
     def destroy_all(self) -> None:
+        with self.lock:
+            self.dir_docs.clear()
         shutil.rmtree(self.disk, ignore_errors=True)
 
 
