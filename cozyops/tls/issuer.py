@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cozyops import files
 from cozyops.errors import CozyopsError
 from cozyops.model import ACME_DIRECTORIES
+from cozyops.tls.acmenet import LeanNetwork, Nonces, tls_context
 from cozyops.tls.policy import Window
 
 USER_AGENT = "cozyops"
@@ -70,21 +70,9 @@ def key_pem(key) -> bytes:
                              serialization.NoEncryption())
 
 
-PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
-
-
-class Network(client.ClientNetwork):
-    """``ClientNetwork`` that retries a rejected nonce more than once (CAs may reject any nonce).
-
-    Without proxy variables in the environment, requests' per-request look-ups of the environment
-    and ~/.netrc are skipped (the CA bundle is passed explicitly): a tenth of the client's time
-    when many orders run at once.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not any(os.environ.get(name) for name in PROXY_VARIABLES):
-            self.session.trust_env = False
+class Network(LeanNetwork):
+    """The lean ``ClientNetwork`` (cozyops.tls.acmenet), retrying a rejected nonce more than once
+    (CAs may reject any nonce)."""
 
     def post(self, *args, **kwargs):
         for attempt in range(BAD_NONCE_RETRIES):
@@ -183,6 +171,8 @@ class Issuer:
         self.poller = poller or Poller(start=0.5 if is_public(self.url) else 0.05)
         self._local = threading.local()
         self._new_order_lock = threading.Lock()
+        self._nonces = Nonces()  # shared by the threads' networks
+        self._tls: object = None
         self.directory: messages.Directory | None = None
         self.account: messages.RegistrationResource | None = None
         self.key: jose.JWKEC | None = None
@@ -204,9 +194,10 @@ class Issuer:
         return jose.JWKEC(key=key)
 
     def _network(self) -> Network:
-        net = Network(self.key, account=self.account, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
-                      user_agent=USER_AGENT, timeout=int(self.timeout))
-        return net
+        if self._tls is None:
+            self._tls = tls_context(self.verify)
+        return Network(self.key, account=self.account, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
+                       user_agent=USER_AGENT, timeout=int(self.timeout), nonces=self._nonces, context=self._tls)
 
     def explain(self, error: BaseException, subject: str | None = None) -> AcmeError:
         where = subject or f"ACME directory {self.url}"
