@@ -159,6 +159,17 @@ class ValidationFailed(AcmeError):
         super().__init__(subject, reason)
 
 
+class NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces``: the ARI certificate identifier of the certificate renewed."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+def ari_cert_id(cert_pem: bytes) -> str:
+    """RFC 9773 §4.1: base64url(keyIdentifier of the Authority Key Identifier) "." base64url(serial DER)."""
+    return client._renewal_info_path_component(x509.load_pem_x509_certificate(cert_pem))
+
+
 class Issuer:
     def __init__(self, directory: str, account_dir: Path, ca_bundle: Path | None = None, email: str | None = None,
                  eab: tuple[str, Path] | None = None, timeout: float = 30.0, poller: Poller | None = None) -> None:
@@ -272,8 +283,14 @@ class Issuer:
 
     # -- orders --------------------------------------------------------------------------------
 
-    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa") -> Order:
-        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish."""
+    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa", replaces: str | None = None) -> Order:
+        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish.
+
+        ``replaces``: the ARI identifier of the certificate this one renews (RFC 9773 §5), sent
+        only when the directory offers renewalInfo; a CA that answers ``alreadyReplaced`` (that
+        certificate was replaced already, by an order of ours that went nowhere) gets the order
+        again without it.
+        """
         subject = f"certificate {domains[0]}"
         key = key_pem(new_key(key_type))
         try:
@@ -283,8 +300,16 @@ class Issuer:
             # One newOrder at a time per directory (the rest of the flow runs concurrently): pebble
             # deadlocks on concurrent newOrder requests (a recursive read lock of its store while
             # another newOrder waits to write), and public CAs limit new orders per account anyway.
+            if replaces is not None and self.renewal_info_url is None:
+                replaces = None
             with self._new_order_lock:
-                response = acme._post(self.directory["newOrder"], messages.NewOrder(identifiers=identifiers))
+                try:
+                    response = acme._post(self.directory["newOrder"],
+                                          NewOrder(identifiers=identifiers, replaces=replaces))
+                except messages.Error as error:
+                    if replaces is None or error.typ != messages.ERROR_PREFIX + "alreadyReplaced":
+                        raise
+                    response = acme._post(self.directory["newOrder"], NewOrder(identifiers=identifiers))
             body = messages.Order.from_json(response.json())
             authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url)
                               for url in body.authorizations]

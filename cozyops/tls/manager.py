@@ -23,7 +23,7 @@ from cozyops.errors import ConfigError, CozyopsError
 from cozyops.manager import DnsManager
 from cozyops.model import Fleet
 from cozyops.tls import policy
-from cozyops.tls.issuer import Issuer, Order, directory_id, directory_url
+from cozyops.tls.issuer import Issuer, Order, ari_cert_id, directory_id, directory_url
 from cozyops.tls.policy import CertSpec
 from cozyops.tls.solver import Dns01Solver
 from cozyops.tls.store import CertStore, Record
@@ -211,6 +211,19 @@ class CertManager:
         result.seconds = time.monotonic() - started
         return result
 
+    def _replaced(self, renewals: list[CertSpec]) -> dict[str, str]:
+        """The ARI identifier (RFC 9773) of the certificate each renewal replaces, when the CA has ARI."""
+        if not renewals or self.issuer().renewal_info_url is None:
+            return {}
+        records = self.store.records()
+        found = {}
+        for spec in renewals:
+            path = self.store.fullchain(spec.name)
+            record = records.get(spec.name)
+            if record is not None and record.directory == self.directory and path.exists():
+                found[spec.name] = ari_cert_id(path.read_bytes())
+        return found
+
     def _chunk(self, chunk: list[tuple[CertSpec, bool]], result: RunResult, progress: Callable[[int], None]) -> None:
         solver, issuer = self.solver(), self.issuer()
         renewal = {spec.name: is_renewal for spec, is_renewal in chunk}
@@ -225,10 +238,12 @@ class CertManager:
             except CozyopsError as error:
                 result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
         mark = result.timed("targets", mark)
-        # 2. orders, concurrently
+        # 2. orders, concurrently; a renewal names the certificate it replaces when the CA has ARI
+        replaces = self._replaced([spec for spec in ready if renewal[spec.name]])
         orders: dict[str, Order] = {}
         with ThreadPoolExecutor(self.acme.concurrency) as pool:
-            futures = {spec.name: pool.submit(issuer.order, spec.domains, self.acme.key_type) for spec in ready}
+            futures = {spec.name: pool.submit(issuer.order, spec.domains, self.acme.key_type, replaces.get(spec.name))
+                       for spec in ready}
             for name, future in futures.items():
                 try:
                     orders[name] = future.result()
