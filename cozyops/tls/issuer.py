@@ -26,7 +26,7 @@ import josepy as jose
 import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cozyops import files
@@ -125,6 +125,15 @@ class Challenge:
 
 
 @dataclass
+class Placed:
+    """An order the CA has taken: its body and URL."""
+
+    domains: tuple[str, ...]
+    body: messages.Order
+    uri: str | None
+
+
+@dataclass
 class Order:
     domains: tuple[str, ...]
     key_pem: bytes
@@ -184,6 +193,7 @@ class Issuer:
         self._new_order_lock = threading.Lock()
         self._nonces = Nonces()  # shared by the threads' networks
         self._tls: object = None
+        self._thumbprint: str | None = None
         self.directory: messages.Directory | None = None
         self.account: messages.RegistrationResource | None = None
         self.key: jose.JWKEC | None = None
@@ -273,6 +283,13 @@ class Issuer:
             self._local.acme = acme
         return acme
 
+    def _dns01_value(self, chall: challenges.DNS01) -> str:
+        """``chall.validation(key)``, with the account key's thumbprint computed once."""
+        if self._thumbprint is None:
+            self._thumbprint = jose.b64encode(self.key.thumbprint(hash_function=hashes.SHA256)).decode()
+        authorization = chall.encode("token") + "." + self._thumbprint
+        return jose.b64encode(hashlib.sha256(authorization.encode()).digest()).decode()
+
     @property
     def renewal_info_url(self) -> str | None:
         self.connect()
@@ -284,24 +301,25 @@ class Issuer:
     # -- orders --------------------------------------------------------------------------------
 
     def order(self, domains: tuple[str, ...], key_type: str = "ecdsa", replaces: str | None = None) -> Order:
-        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish.
+        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish."""
+        return self.prepare(self.new_order(domains, replaces), key_type)
+
+    def new_order(self, domains: tuple[str, ...], replaces: str | None = None) -> Placed:
+        """Place the order (newOrder, one request at a time per directory).
 
         ``replaces``: the ARI identifier of the certificate this one renews (RFC 9773 §5), sent
         only when the directory offers renewalInfo; a CA that answers ``alreadyReplaced`` (that
         certificate was replaced already, by an order of ours that went nowhere) gets the order
         again without it.
         """
-        subject = f"certificate {domains[0]}"
-        key = key_pem(new_key(key_type))
         try:
             acme = self.acme()
-            csr = crypto_util.make_csr(key, list(domains))
             identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains]
+            if replaces is not None and self.renewal_info_url is None:
+                replaces = None
             # One newOrder at a time per directory (the rest of the flow runs concurrently): pebble
             # deadlocks on concurrent newOrder requests (a recursive read lock of its store while
             # another newOrder waits to write), and public CAs limit new orders per account anyway.
-            if replaces is not None and self.renewal_info_url is None:
-                replaces = None
             with self._new_order_lock:
                 try:
                     response = acme._post(self.directory["newOrder"],
@@ -310,10 +328,21 @@ class Issuer:
                     if replaces is None or error.typ != messages.ERROR_PREFIX + "alreadyReplaced":
                         raise
                     response = acme._post(self.directory["newOrder"], NewOrder(identifiers=identifiers))
-            body = messages.Order.from_json(response.json())
+            return Placed(domains, messages.Order.from_json(response.json()), response.headers.get("Location"))
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, f"certificate {domains[0]}") from None
+
+    def prepare(self, placed: Placed, key_type: str = "ecdsa") -> Order:
+        """A placed order's fresh key and CSR, its authorizations and the DNS-01 challenges to publish."""
+        domains = placed.domains
+        subject = f"certificate {domains[0]}"
+        key = key_pem(new_key(key_type))
+        try:
+            acme = self.acme()
+            csr = crypto_util.make_csr(key, list(domains))
             authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url)
-                              for url in body.authorizations]
-            resource = messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                              for url in placed.body.authorizations]
+            resource = messages.OrderResource(body=placed.body, uri=placed.uri,
                                               authorizations=authorizations, csr_pem=csr)
         except Exception as error:  # noqa: BLE001
             raise self.explain(error, subject) from None
@@ -324,17 +353,19 @@ class Issuer:
                 continue
             for body in authz.body.challenges:
                 if isinstance(body.chall, challenges.DNS01):
-                    order.challenges.append(Challenge(ident, body.chall.validation(self.key), body, authz))
+                    order.challenges.append(Challenge(ident, self._dns01_value(body.chall), body, authz))
                     break
             else:
                 raise AcmeError(subject, f"the CA offers no dns-01 challenge for {ident}")
         return order
 
     def answer(self, order: Order) -> None:
+        """Tell the CA each challenge is ready: a POST of ``{}`` to it (RFC 8555 §7.5.1); the
+        answer is not read (the order is polled next)."""
         acme = self.acme()
         for challenge in order.challenges:
             try:
-                acme.answer_challenge(challenge.body, challenge.body.chall.response(self.key))
+                acme._post(challenge.body.uri, challenges.DNS01Response())
             except Exception as error:  # noqa: BLE001
                 raise self.explain(error, f"certificate {order.domains[0]}") from None
 

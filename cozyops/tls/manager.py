@@ -238,41 +238,49 @@ class CertManager:
             except CozyopsError as error:
                 result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
         mark = result.timed("targets", mark)
-        # 2. orders, concurrently; a renewal names the certificate it replaces when the CA has ARI
+        # 2. orders: placed one after another by this thread (the CA takes one newOrder at a time),
+        # each then prepared (authorizations fetched, key and CSR made) by the pool meanwhile; a
+        # renewal names the certificate it replaces when the CA has ARI
         replaces = self._replaced([spec for spec in ready if renewal[spec.name]])
         orders: dict[str, Order] = {}
+        published = None
         with ThreadPoolExecutor(self.acme.concurrency) as pool:
-            futures = {spec.name: pool.submit(issuer.order, spec.domains, self.acme.key_type, replaces.get(spec.name))
-                       for spec in ready}
-            for name, future in futures.items():
+            prepared = {}
+            for spec in ready:
+                try:
+                    placed = issuer.new_order(spec.domains, replaces.get(spec.name))
+                except CozyopsError as error:
+                    result.failed[spec.name] = error.reason
+                    continue
+                prepared[spec.name] = pool.submit(issuer.prepare, placed, self.acme.key_type)
+            for name, future in prepared.items():
                 try:
                     orders[name] = future.result()
                 except CozyopsError as error:
                     result.failed[name] = error.reason
-        mark = result.timed("orders", mark)
-        # 3. every TXT value of the chunk at once; then wait; answer; complete; always clean up
-        items = [(challenge.domain, challenge.value) for order in orders.values() for challenge in order.challenges]
-        published = None
-        try:
+            mark = result.timed("orders", mark)
+            # 3. every TXT value of the chunk at once; then wait; answer; complete; always clean up
+            items = [(challenge.domain, challenge.value) for order in orders.values()
+                     for challenge in order.challenges]
             try:
-                published = solver.publish(items)
-                result.dns_messages += published.messages
-                mark = result.timed("publish", mark)
-                solver.wait(published)
-                mark = result.timed("propagation", mark)
-            except CozyopsError as error:
-                for name in orders:
-                    result.failed[name] = f"DNS-01 challenge: {error}"
-                return
-            deadline = time.monotonic() + ORDER_DEADLINE
+                try:
+                    published = solver.publish(items)
+                    result.dns_messages += published.messages
+                    mark = result.timed("publish", mark)
+                    solver.wait(published)
+                    mark = result.timed("propagation", mark)
+                except CozyopsError as error:
+                    for name in orders:
+                        result.failed[name] = f"DNS-01 challenge: {error}"
+                    return
+                deadline = time.monotonic() + ORDER_DEADLINE
 
-            def finish(name: str, order: Order) -> Record:
-                issuer.answer(order)
-                certificate = issuer.complete(order, deadline)
-                return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
-                                        self.acme.key_type)
+                def finish(name: str, order: Order) -> Record:
+                    issuer.answer(order)
+                    certificate = issuer.complete(order, deadline)
+                    return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
+                                            self.acme.key_type)
 
-            with ThreadPoolExecutor(self.acme.concurrency) as pool:
                 futures = {name: pool.submit(finish, name, order) for name, order in orders.items()}
                 count = 0
                 for name, future in futures.items():
@@ -283,11 +291,11 @@ class CertManager:
                         continue
                     count += 1
                     progress(count)
-            self.store.record([(record, renewal[name]) for name, record in result.issued.items()
-                               if name in orders])
-            mark = result.timed("validation", mark)
-        finally:
-            if published is not None:
-                result.cleanup_problems += solver.cleanup(published)
-                result.dns_messages += len(published.values)
-                result.timed("cleanup", mark)
+                self.store.record([(record, renewal[name]) for name, record in result.issued.items()
+                                   if name in orders])
+                mark = result.timed("validation", mark)
+            finally:
+                if published is not None:
+                    result.cleanup_problems += solver.cleanup(published)
+                    result.dns_messages += len(published.values)
+                    result.timed("cleanup", mark)
