@@ -228,23 +228,28 @@ class CertManager:
         solver, issuer = self.solver(), self.issuer()
         renewal = {spec.name: is_renewal for spec, is_renewal in chunk}
         mark = time.monotonic()
-        # 1. where each challenge goes (before asking the CA anything): an unpublishable name fails alone
-        ready: list[CertSpec] = []
-        for spec, _ in chunk:
-            try:
+        with ThreadPoolExecutor(self.acme.concurrency) as pool:
+            # 1. where each challenge goes (before asking the CA anything; CNAMEs looked up
+            # concurrently): an unpublishable name fails alone
+            def where(spec: CertSpec) -> None:
                 for domain in spec.domains:
                     solver.target(domain)
-                ready.append(spec)
-            except CozyopsError as error:
-                result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
-        mark = result.timed("targets", mark)
-        # 2. orders: placed one after another by this thread (the CA takes one newOrder at a time),
-        # each then prepared (authorizations fetched, key and CSR made) by the pool meanwhile; a
-        # renewal names the certificate it replaces when the CA has ARI
-        replaces = self._replaced([spec for spec in ready if renewal[spec.name]])
-        orders: dict[str, Order] = {}
-        published = None
-        with ThreadPoolExecutor(self.acme.concurrency) as pool:
+
+            lookups = [(spec, pool.submit(where, spec)) for spec, _ in chunk]
+            ready: list[CertSpec] = []
+            for spec, future in lookups:
+                try:
+                    future.result()
+                    ready.append(spec)
+                except CozyopsError as error:
+                    result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
+            mark = result.timed("targets", mark)
+            # 2. orders: placed one after another by this thread (the CA takes one newOrder at a
+            # time), each then prepared (authorizations fetched, key and CSR made) by the pool
+            # meanwhile; a renewal names the certificate it replaces when the CA has ARI
+            replaces = self._replaced([spec for spec in ready if renewal[spec.name]])
+            orders: dict[str, Order] = {}
+            published = None
             prepared = {}
             for spec in ready:
                 try:
