@@ -324,8 +324,9 @@ class Issuer:
                 try:
                     response = acme._post(self.directory["newOrder"],
                                           NewOrder(identifiers=identifiers, replaces=replaces))
-                except messages.Error as error:
-                    if replaces is None or error.typ != messages.ERROR_PREFIX + "alreadyReplaced":
+                except (messages.Error, errors.ConflictError) as error:
+                    # RFC 9773 §5: 409 Conflict, problem alreadyReplaced (the library raises a 409 as ConflictError)
+                    if replaces is None or not _already_replaced(error):
                         raise
                     response = acme._post(self.directory["newOrder"], NewOrder(identifiers=identifiers))
             return Placed(domains, messages.Order.from_json(response.json()), response.headers.get("Location"))
@@ -449,6 +450,11 @@ class Issuer:
         window = Window(info.suggested_window.start, info.suggested_window.end)
         retry = client.ClientV2.retry_after(response, 6 * 3600)
         return window, max(0.0, (retry - datetime.datetime.now()).total_seconds())
+
+
+def _already_replaced(error: Exception) -> bool:
+    return (isinstance(error, errors.ConflictError)
+            or getattr(error, "typ", None) == messages.ERROR_PREFIX + "alreadyReplaced")
 
 
 def _ident(authz: messages.AuthorizationResource) -> str:

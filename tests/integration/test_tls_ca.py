@@ -182,6 +182,7 @@ class AriResponder:
                        datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=31))
         self.asked: list[str] = []
         self.new_orders: list[dict] = []
+        self.already_replaced = False  # answer the next order that names a replaced certificate with 409
         responder = self
         session = requests.Session()
         session.trust_env = False
@@ -204,7 +205,14 @@ class AriResponder:
                 if self.command == "POST" and self.path.startswith(responder.new_order_path):
                     payload = json.loads(body)["payload"]
                     padded = payload + "=" * (-len(payload) % 4)
-                    responder.new_orders.append(json.loads(base64.urlsafe_b64decode(padded)))
+                    order = json.loads(base64.urlsafe_b64decode(padded))
+                    responder.new_orders.append(order)
+                    if "replaces" in order and responder.already_replaced:
+                        responder.already_replaced = False  # RFC 9773 §5: that certificate was replaced already
+                        problem = {"type": "urn:ietf:params:acme:error:alreadyReplaced",
+                                   "detail": "the certificate was already replaced"}
+                        self._send(409, {"Content-Type": "application/problem+json"}, json.dumps(problem).encode())
+                        return
                 headers = {key: value for key, value in self.headers.items()
                            if key.lower() in ("host", "content-type", "user-agent")}
                 answer = session.request(self.command, upstream + self.path, data=body or None, headers=headers,
@@ -291,6 +299,14 @@ def test_renewal_by_the_cas_ari_window_replaces_the_old_certificate(lab, tmp_pat
         assert len(responder.new_orders) == 2
         assert responder.new_orders[1]["replaces"] == first_id
         assert sorted(i["value"] for i in responder.new_orders[1]["identifiers"]) == sorted([domain, f"*.{domain}"])
+
+        # the CA says the certificate was replaced already (409 alreadyReplaced): the order again, without
+        second_id = ari_identifier(manager.store.fullchain(domain))
+        responder.already_replaced = True
+        again = inside(lab, lambda: manager.execute(plan.todo))
+        assert list(again.issued) == [domain], again.failed
+        assert responder.new_orders[2]["replaces"] == second_id and "replaces" not in responder.new_orders[3]
+        assert len(responder.new_orders) == 4
         manager.close()
     finally:
         responder.close()
