@@ -8,7 +8,11 @@
 - **Polling**: the library's ``poll_and_finalize`` sleeps a fixed second per step; here polls
   start short (50 ms on a private CA, 500 ms on a public one), back off by 1.5x to 2 s, and wait
   at least what a ``Retry-After`` header asks.
-- **Threads**: the account and the directory are shared; each thread has its own HTTP session.
+- **Threads**: the account, the directory and the CA's nonces are shared; each thread has its own
+  kept-alive connection (``cozyops.tls.acmenet``, the library's ``ClientNetwork`` on a lighter
+  request path). newOrder requests go one at a time.
+- **ARI**: the CA's renewal window for a certificate (RFC 9773 §4); a renewal's order names the
+  certificate it replaces (§5, ``replaces``) when the directory offers renewalInfo.
 """
 
 from __future__ import annotations
