@@ -118,6 +118,7 @@ def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool,
             "failed": result.failed,
             "cleanup_problems": result.cleanup_problems,
             "seconds": round(result.seconds, 3),
+            "timings": {stage: round(seconds, 3) for stage, seconds in result.timings.items()},
             "certificates": {name: str(manager.store.fullchain(name)) for name in sorted(result.issued)},
             **({"deployed": deployed.rows, "deploy_failed": deployed.failed} if deployed else {}),
         })

@@ -8,7 +8,11 @@
 - **Polling**: the library's ``poll_and_finalize`` sleeps a fixed second per step; here polls
   start short (50 ms on a private CA, 500 ms on a public one), back off by 1.5x to 2 s, and wait
   at least what a ``Retry-After`` header asks.
-- **Threads**: the account and the directory are shared; each thread has its own HTTP session.
+- **Threads**: the account, the directory and the CA's nonces are shared; each thread has its own
+  kept-alive connection (``cozyops.tls.acmenet``, the library's ``ClientNetwork`` on a lighter
+  request path). newOrder requests go one at a time.
+- **ARI**: the CA's renewal window for a certificate (RFC 9773 §4); a renewal's order names the
+  certificate it replaces (§5, ``replaces``) when the directory offers renewalInfo.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,12 +30,13 @@ import josepy as jose
 import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cozyops import files
 from cozyops.errors import CozyopsError
 from cozyops.model import ACME_DIRECTORIES
+from cozyops.tls.acmenet import LeanNetwork, Nonces, tls_context
 from cozyops.tls.policy import Window
 
 USER_AGENT = "cozyops"
@@ -70,21 +74,9 @@ def key_pem(key) -> bytes:
                              serialization.NoEncryption())
 
 
-PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
-
-
-class Network(client.ClientNetwork):
-    """``ClientNetwork`` that retries a rejected nonce more than once (CAs may reject any nonce).
-
-    Without proxy variables in the environment, requests' per-request look-ups of the environment
-    and ~/.netrc are skipped (the CA bundle is passed explicitly): a tenth of the client's time
-    when many orders run at once.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if not any(os.environ.get(name) for name in PROXY_VARIABLES):
-            self.session.trust_env = False
+class Network(LeanNetwork):
+    """The lean ``ClientNetwork`` (cozyops.tls.acmenet), retrying a rejected nonce more than once
+    (CAs may reject any nonce)."""
 
     def post(self, *args, **kwargs):
         for attempt in range(BAD_NONCE_RETRIES):
@@ -137,6 +129,15 @@ class Challenge:
 
 
 @dataclass
+class Placed:
+    """An order the CA has taken: its body and URL."""
+
+    domains: tuple[str, ...]
+    body: messages.Order
+    uri: str | None
+
+
+@dataclass
 class Order:
     domains: tuple[str, ...]
     key_pem: bytes
@@ -171,6 +172,17 @@ class ValidationFailed(AcmeError):
         super().__init__(subject, reason)
 
 
+class NewOrder(messages.NewOrder):
+    """newOrder with RFC 9773's ``replaces``: the ARI certificate identifier of the certificate renewed."""
+
+    replaces: str | None = jose.field("replaces", omitempty=True)
+
+
+def ari_cert_id(cert_pem: bytes) -> str:
+    """RFC 9773 §4.1: base64url(keyIdentifier of the Authority Key Identifier) "." base64url(serial DER)."""
+    return client._renewal_info_path_component(x509.load_pem_x509_certificate(cert_pem))
+
+
 class Issuer:
     def __init__(self, directory: str, account_dir: Path, ca_bundle: Path | None = None, email: str | None = None,
                  eab: tuple[str, Path] | None = None, timeout: float = 30.0, poller: Poller | None = None) -> None:
@@ -183,6 +195,9 @@ class Issuer:
         self.poller = poller or Poller(start=0.5 if is_public(self.url) else 0.05)
         self._local = threading.local()
         self._new_order_lock = threading.Lock()
+        self._nonces = Nonces()  # shared by the threads' networks
+        self._tls: object = None
+        self._thumbprint: str | None = None
         self.directory: messages.Directory | None = None
         self.account: messages.RegistrationResource | None = None
         self.key: jose.JWKEC | None = None
@@ -204,9 +219,10 @@ class Issuer:
         return jose.JWKEC(key=key)
 
     def _network(self) -> Network:
-        net = Network(self.key, account=self.account, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
-                      user_agent=USER_AGENT, timeout=int(self.timeout))
-        return net
+        if self._tls is None:
+            self._tls = tls_context(self.verify)
+        return Network(self.key, account=self.account, alg=jose.ES256, verify_ssl=self.verify,  # type: ignore[arg-type]
+                       user_agent=USER_AGENT, timeout=int(self.timeout), nonces=self._nonces, context=self._tls)
 
     def explain(self, error: BaseException, subject: str | None = None) -> AcmeError:
         where = subject or f"ACME directory {self.url}"
@@ -271,6 +287,13 @@ class Issuer:
             self._local.acme = acme
         return acme
 
+    def _dns01_value(self, chall: challenges.DNS01) -> str:
+        """``chall.validation(key)``, with the account key's thumbprint computed once."""
+        if self._thumbprint is None:
+            self._thumbprint = jose.b64encode(self.key.thumbprint(hash_function=hashes.SHA256)).decode()
+        authorization = chall.encode("token") + "." + self._thumbprint
+        return jose.b64encode(hashlib.sha256(authorization.encode()).digest()).decode()
+
     @property
     def renewal_info_url(self) -> str | None:
         self.connect()
@@ -281,23 +304,50 @@ class Issuer:
 
     # -- orders --------------------------------------------------------------------------------
 
-    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa") -> Order:
+    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa", replaces: str | None = None) -> Order:
         """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish."""
+        return self.prepare(self.new_order(domains, replaces), key_type)
+
+    def new_order(self, domains: tuple[str, ...], replaces: str | None = None) -> Placed:
+        """Place the order (newOrder, one request at a time per directory).
+
+        ``replaces``: the ARI identifier of the certificate this one renews (RFC 9773 §5), sent
+        only when the directory offers renewalInfo; a CA that answers ``alreadyReplaced`` (that
+        certificate was replaced already, by an order of ours that went nowhere) gets the order
+        again without it.
+        """
+        try:
+            acme = self.acme()
+            identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains]
+            if replaces is not None and self.renewal_info_url is None:
+                replaces = None
+            # One newOrder at a time per directory (the rest of the flow runs concurrently): pebble
+            # deadlocks on concurrent newOrder requests (a recursive read lock of its store while
+            # another newOrder waits to write), and public CAs limit new orders per account anyway.
+            with self._new_order_lock:
+                try:
+                    response = acme._post(self.directory["newOrder"],
+                                          NewOrder(identifiers=identifiers, replaces=replaces))
+                except (messages.Error, errors.ConflictError) as error:
+                    # RFC 9773 §5: 409 Conflict, problem alreadyReplaced (the library raises a 409 as ConflictError)
+                    if replaces is None or not _already_replaced(error):
+                        raise
+                    response = acme._post(self.directory["newOrder"], NewOrder(identifiers=identifiers))
+            return Placed(domains, messages.Order.from_json(response.json()), response.headers.get("Location"))
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, f"certificate {domains[0]}") from None
+
+    def prepare(self, placed: Placed, key_type: str = "ecdsa") -> Order:
+        """A placed order's fresh key and CSR, its authorizations and the DNS-01 challenges to publish."""
+        domains = placed.domains
         subject = f"certificate {domains[0]}"
         key = key_pem(new_key(key_type))
         try:
             acme = self.acme()
             csr = crypto_util.make_csr(key, list(domains))
-            identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains]
-            # One newOrder at a time per directory (the rest of the flow runs concurrently): pebble
-            # deadlocks on concurrent newOrder requests (a recursive read lock of its store while
-            # another newOrder waits to write), and public CAs limit new orders per account anyway.
-            with self._new_order_lock:
-                response = acme._post(self.directory["newOrder"], messages.NewOrder(identifiers=identifiers))
-            body = messages.Order.from_json(response.json())
             authorizations = [acme._authzr_from_response(acme._post_as_get(url), uri=url)
-                              for url in body.authorizations]
-            resource = messages.OrderResource(body=body, uri=response.headers.get("Location"),
+                              for url in placed.body.authorizations]
+            resource = messages.OrderResource(body=placed.body, uri=placed.uri,
                                               authorizations=authorizations, csr_pem=csr)
         except Exception as error:  # noqa: BLE001
             raise self.explain(error, subject) from None
@@ -308,17 +358,19 @@ class Issuer:
                 continue
             for body in authz.body.challenges:
                 if isinstance(body.chall, challenges.DNS01):
-                    order.challenges.append(Challenge(ident, body.chall.validation(self.key), body, authz))
+                    order.challenges.append(Challenge(ident, self._dns01_value(body.chall), body, authz))
                     break
             else:
                 raise AcmeError(subject, f"the CA offers no dns-01 challenge for {ident}")
         return order
 
     def answer(self, order: Order) -> None:
+        """Tell the CA each challenge is ready: a POST of ``{}`` to it (RFC 8555 §7.5.1); the
+        answer is not read (the order is polled next)."""
         acme = self.acme()
         for challenge in order.challenges:
             try:
-                acme.answer_challenge(challenge.body, challenge.body.chall.response(self.key))
+                acme._post(challenge.body.uri, challenges.DNS01Response())
             except Exception as error:  # noqa: BLE001
                 raise self.explain(error, f"certificate {order.domains[0]}") from None
 
@@ -402,6 +454,11 @@ class Issuer:
         window = Window(info.suggested_window.start, info.suggested_window.end)
         retry = client.ClientV2.retry_after(response, 6 * 3600)
         return window, max(0.0, (retry - datetime.datetime.now()).total_seconds())
+
+
+def _already_replaced(error: Exception) -> bool:
+    return (isinstance(error, errors.ConflictError)
+            or getattr(error, "typ", None) == messages.ERROR_PREFIX + "alreadyReplaced")
 
 
 def _ident(authz: messages.AuthorizationResource) -> str:

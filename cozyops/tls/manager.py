@@ -23,7 +23,7 @@ from cozyops.errors import ConfigError, CozyopsError
 from cozyops.manager import DnsManager
 from cozyops.model import Fleet
 from cozyops.tls import policy
-from cozyops.tls.issuer import Issuer, Order, directory_id, directory_url
+from cozyops.tls.issuer import Issuer, Order, ari_cert_id, directory_id, directory_url
 from cozyops.tls.policy import CertSpec
 from cozyops.tls.solver import Dns01Solver
 from cozyops.tls.store import CertStore, Record
@@ -211,53 +211,81 @@ class CertManager:
         result.seconds = time.monotonic() - started
         return result
 
+    def _replaced(self, renewals: list[CertSpec]) -> dict[str, str]:
+        """The ARI identifier (RFC 9773) of the certificate each renewal replaces, when the CA has ARI."""
+        if not renewals or self.issuer().renewal_info_url is None:
+            return {}
+        records = self.store.records()
+        found = {}
+        for spec in renewals:
+            path = self.store.fullchain(spec.name)
+            record = records.get(spec.name)
+            if record is not None and record.directory == self.directory and path.exists():
+                found[spec.name] = ari_cert_id(path.read_bytes())
+        return found
+
     def _chunk(self, chunk: list[tuple[CertSpec, bool]], result: RunResult, progress: Callable[[int], None]) -> None:
         solver, issuer = self.solver(), self.issuer()
         renewal = {spec.name: is_renewal for spec, is_renewal in chunk}
         mark = time.monotonic()
-        # 1. where each challenge goes (before asking the CA anything): an unpublishable name fails alone
-        ready: list[CertSpec] = []
-        for spec, _ in chunk:
-            try:
+        with ThreadPoolExecutor(self.acme.concurrency) as pool:
+            # 1. where each challenge goes (before asking the CA anything; CNAMEs looked up
+            # concurrently): an unpublishable name fails alone
+            def where(spec: CertSpec) -> None:
                 for domain in spec.domains:
                     solver.target(domain)
-                ready.append(spec)
-            except CozyopsError as error:
-                result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
-        mark = result.timed("targets", mark)
-        # 2. orders, concurrently
-        orders: dict[str, Order] = {}
-        with ThreadPoolExecutor(self.acme.concurrency) as pool:
-            futures = {spec.name: pool.submit(issuer.order, spec.domains, self.acme.key_type) for spec in ready}
-            for name, future in futures.items():
+
+            lookups = [(spec, pool.submit(where, spec)) for spec, _ in chunk]
+            ready: list[CertSpec] = []
+            for spec, future in lookups:
+                try:
+                    future.result()
+                    ready.append(spec)
+                except CozyopsError as error:
+                    result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
+            mark = result.timed("targets", mark)
+            # 2. orders: placed one after another by this thread (the CA takes one newOrder at a
+            # time), each then prepared (authorizations fetched, key and CSR made) by the pool
+            # meanwhile; a renewal names the certificate it replaces when the CA has ARI
+            replaces = self._replaced([spec for spec in ready if renewal[spec.name]])
+            orders: dict[str, Order] = {}
+            published = None
+            prepared = {}
+            for spec in ready:
+                try:
+                    placed = issuer.new_order(spec.domains, replaces.get(spec.name))
+                except CozyopsError as error:
+                    result.failed[spec.name] = error.reason
+                    continue
+                prepared[spec.name] = pool.submit(issuer.prepare, placed, self.acme.key_type)
+            for name, future in prepared.items():
                 try:
                     orders[name] = future.result()
                 except CozyopsError as error:
                     result.failed[name] = error.reason
-        mark = result.timed("orders", mark)
-        # 3. every TXT value of the chunk at once; then wait; answer; complete; always clean up
-        items = [(challenge.domain, challenge.value) for order in orders.values() for challenge in order.challenges]
-        published = None
-        try:
+            mark = result.timed("orders", mark)
+            # 3. every TXT value of the chunk at once; then wait; answer; complete; always clean up
+            items = [(challenge.domain, challenge.value) for order in orders.values()
+                     for challenge in order.challenges]
             try:
-                published = solver.publish(items)
-                result.dns_messages += published.messages
-                mark = result.timed("publish", mark)
-                solver.wait(published)
-                mark = result.timed("propagation", mark)
-            except CozyopsError as error:
-                for name in orders:
-                    result.failed[name] = f"DNS-01 challenge: {error}"
-                return
-            deadline = time.monotonic() + ORDER_DEADLINE
+                try:
+                    published = solver.publish(items)
+                    result.dns_messages += published.messages
+                    mark = result.timed("publish", mark)
+                    solver.wait(published)
+                    mark = result.timed("propagation", mark)
+                except CozyopsError as error:
+                    for name in orders:
+                        result.failed[name] = f"DNS-01 challenge: {error}"
+                    return
+                deadline = time.monotonic() + ORDER_DEADLINE
 
-            def finish(name: str, order: Order) -> Record:
-                issuer.answer(order)
-                certificate = issuer.complete(order, deadline)
-                return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
-                                        self.acme.key_type)
+                def finish(name: str, order: Order) -> Record:
+                    issuer.answer(order)
+                    certificate = issuer.complete(order, deadline)
+                    return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
+                                            self.acme.key_type)
 
-            with ThreadPoolExecutor(self.acme.concurrency) as pool:
                 futures = {name: pool.submit(finish, name, order) for name, order in orders.items()}
                 count = 0
                 for name, future in futures.items():
@@ -268,11 +296,11 @@ class CertManager:
                         continue
                     count += 1
                     progress(count)
-            self.store.record([(record, renewal[name]) for name, record in result.issued.items()
-                               if name in orders])
-            mark = result.timed("validation", mark)
-        finally:
-            if published is not None:
-                result.cleanup_problems += solver.cleanup(published)
-                result.dns_messages += len(published.values)
-                result.timed("cleanup", mark)
+                self.store.record([(record, renewal[name]) for name, record in result.issued.items()
+                                   if name in orders])
+                mark = result.timed("validation", mark)
+            finally:
+                if published is not None:
+                    result.cleanup_problems += solver.cleanup(published)
+                    result.dns_messages += len(published.values)
+                    result.timed("cleanup", mark)

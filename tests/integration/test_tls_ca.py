@@ -3,12 +3,13 @@ forgotten), and the lab's pebble behind a small RFC 9773 responder (renewal info
 
 from __future__ import annotations
 
-import dataclasses
+import base64
 import datetime
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
 
 from cozyops import inventory
 from cozyops.lab import pki
@@ -164,49 +166,91 @@ def test_external_account_binding_when_the_ca_requires_it(lab, tmp_path):
 class AriResponder:
     """TEST DOUBLE: a small RFC 9773 renewal-information responder in front of the lab's pebble.
 
-    It serves pebble's directory with a ``renewalInfo`` URL added, and answers that URL with the
-    window the test sets; everything else goes to pebble itself (the directory's other URLs).
+    An HTTPS reverse proxy on 127.0.0.1 in the lab's namespace: every request goes on to pebble
+    with the proxy's Host header, so pebble builds its URLs (and checks each JWS ``url``) on the
+    proxy's address and the client only ever talks to the proxy. The proxy adds ``renewalInfo`` to
+    the directory (unless ``ari`` is off) and answers it with the window the test sets, and keeps
+    the payload of every newOrder request it passes on (to check RFC 9773 §5's ``replaces``).
     """
 
-    def __init__(self, lab) -> None:
+    def __init__(self, lab, root: Path, ari: bool = True) -> None:
         pebble = lab.pebble()
-        directory = inside(lab, lambda: requests.get(lab.spec.acme_directory, verify=str(pebble.ca_bundle),
-                                                     timeout=5).json())
+        upstream = lab.spec.acme_directory.rsplit("/", 1)[0]
+        pki.make_server_certificate(root, "test ARI responder CA", ["localhost"], ["127.0.0.1"])
+        self.ca_bundle = root / "ca.pem"
         self.window = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30),
                        datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=31))
         self.asked: list[str] = []
+        self.new_orders: list[dict] = []
+        self.already_replaced = False  # answer the next order that names a replaced certificate with 409
         responder = self
+        session = requests.Session()
+        session.trust_env = False
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
                 pass
 
-            def _json(self, data: dict, headers: dict | None = None) -> None:
-                body = json.dumps(data).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                for key, value in (headers or {}).items():
+            def _send(self, status: int, headers: dict, body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "POST" and self.path.startswith(responder.new_order_path):
+                    payload = json.loads(body)["payload"]
+                    padded = payload + "=" * (-len(payload) % 4)
+                    order = json.loads(base64.urlsafe_b64decode(padded))
+                    responder.new_orders.append(order)
+                    if "replaces" in order and responder.already_replaced:
+                        responder.already_replaced = False  # RFC 9773 §5: that certificate was replaced already
+                        problem = {"type": "urn:ietf:params:acme:error:alreadyReplaced",
+                                   "detail": "the certificate was already replaced"}
+                        self._send(409, {"Content-Type": "application/problem+json"}, json.dumps(problem).encode())
+                        return
+                headers = {key: value for key, value in self.headers.items()
+                           if key.lower() in ("host", "content-type", "user-agent")}
+                answer = session.request(self.command, upstream + self.path, data=body or None, headers=headers,
+                                         verify=str(pebble.ca_bundle), timeout=10)
+                content = answer.content
+                if self.path == "/dir" and responder.ari:
+                    content = json.dumps({**answer.json(), "renewalInfo": f"{responder.base}/renewal-info"}).encode()
+                self._send(answer.status_code, {key: value for key, value in answer.headers.items() if key.lower() in (
+                    "content-type", "location", "link", "replay-nonce", "retry-after", "cache-control")}, content)
 
             def do_GET(self) -> None:  # noqa: N802
-                if self.path == "/dir":
-                    self._json({**directory, "renewalInfo": f"{responder.base}/renewal-info"})
-                elif self.path.startswith("/renewal-info/"):
+                if self.path.startswith("/renewal-info/") and responder.ari:
                     responder.asked.append(self.path.rsplit("/", 1)[1])
                     start, end = responder.window
-                    self._json({"suggestedWindow": {"start": start.isoformat().replace("+00:00", "Z"),
-                                                    "end": end.isoformat().replace("+00:00", "Z")}},
-                               {"Retry-After": "0"})
+                    body = json.dumps({"suggestedWindow": {"start": start.isoformat().replace("+00:00", "Z"),
+                                                           "end": end.isoformat().replace("+00:00", "Z")}}).encode()
+                    self._send(200, {"Content-Type": "application/json", "Retry-After": "0"}, body)
                 else:
-                    self.send_error(404)
+                    self._forward()
 
+            do_HEAD = do_POST = _forward  # noqa: N815
+
+        self.ari = ari
         self.server = inside(lab, lambda: ThreadingHTTPServer(("127.0.0.1", 0), Handler))
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(root / "cert.pem", root / "key.pem")
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.base = f"https://127.0.0.1:{self.server.server_address[1]}"
+        directory = inside(lab, lambda: session.get(lab.spec.acme_directory, verify=str(pebble.ca_bundle),
+                                                    timeout=5).json())
+        self.new_order_path = "/" + directory["newOrder"].split("/", 3)[3]
+        # the server's threads (and their connections to pebble) in the lab's namespace
+        self.thread = threading.Thread(target=lambda: inside(lab, self.server.serve_forever), daemon=True)
         self.thread.start()
+
+    @property
+    def directory(self) -> str:
+        return f"{self.base}/dir"
 
     def close(self) -> None:
         self.server.shutdown()
@@ -214,33 +258,74 @@ class AriResponder:
         self.thread.join()
 
 
-def test_renewal_by_the_cas_ari_window(lab, tmp_path):
-    responder = AriResponder(lab)
+def ari_identifier(fullchain: Path) -> str:
+    """RFC 9773 §4.1, written out: base64url(AKI keyIdentifier) "." base64url(serial as DER INTEGER content)."""
+    leaf = x509.load_pem_x509_certificate(fullchain.read_bytes())
+    key_id = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    serial = leaf.serial_number
+    serial_bytes = serial.to_bytes(serial.bit_length() // 8 + 1, "big")  # room for the sign bit, as DER has
+    return ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=") for part in (key_id, serial_bytes))
+
+
+def test_renewal_by_the_cas_ari_window_replaces_the_old_certificate(lab, tmp_path):
+    responder = AriResponder(lab, tmp_path / "responder")
     try:
         t = tag()
         domain = f"ari{t}.{lab.spec.zone}"
-        fleet = inventory.load(write_fleet(tmp_path / "fleet", lab, [domain]))
-        # the responder's URL is plain http on the namespace's loopback: set it past the inventory's https check
-        fleet = dataclasses.replace(fleet, acme=dataclasses.replace(fleet.acme, directory=f"{responder.base}/dir"))
-        manager = CertManager(fleet)
+        root = write_fleet(tmp_path / "fleet", lab, [domain], acme={"directory": responder.directory,
+                                                                    "ca_bundle": str(responder.ca_bundle)})
+        manager = CertManager(inventory.load(root))
         first = inside(lab, lambda: manager.execute(manager.plan().todo))
         assert list(first.issued) == [domain]
         verify_chain(lab, manager.store.fullchain(domain), (domain, f"*.{domain}"), f"drive.{domain}")
+        assert len(responder.new_orders) == 1 and "replaces" not in responder.new_orders[0]  # nothing to replace
+        first_id = ari_identifier(manager.store.fullchain(domain))
 
         # the CA's window is a month away (pebble's certificates last years): nothing due
         assert inside(lab, lambda: manager.plan(renew_only=True)).todo == []
-        assert len(responder.asked) == 1
+        assert responder.asked == [first_id]
         record = manager.store.records()[domain]
         assert record.ari is not None and record.ari.start == responder.window[0].replace(microsecond=0)
 
-        # the CA moves the window to now (say, a revocation ahead): due, renewed
+        # the CA moves the window to now (say, a revocation ahead): due, renewed, the order naming
+        # the certificate it replaces
         now = datetime.datetime.now(datetime.UTC)
         responder.window = (now - datetime.timedelta(hours=1), now + datetime.timedelta(hours=1))
         plan = inside(lab, lambda: manager.plan(renew_only=True))
         assert [(spec.name, renewal) for spec, renewal in plan.todo] == [(domain, True)]
         renewed = inside(lab, lambda: manager.execute(plan.todo))
-        assert list(renewed.issued) == [domain]
+        assert list(renewed.issued) == [domain], renewed.failed
         assert renewed.issued[domain].serial != first.issued[domain].serial
+        assert len(responder.new_orders) == 2
+        assert responder.new_orders[1]["replaces"] == first_id
+        assert sorted(i["value"] for i in responder.new_orders[1]["identifiers"]) == sorted([domain, f"*.{domain}"])
+
+        # the CA says the certificate was replaced already (409 alreadyReplaced): the order again, without
+        second_id = ari_identifier(manager.store.fullchain(domain))
+        responder.already_replaced = True
+        again = inside(lab, lambda: manager.execute(plan.todo))
+        assert list(again.issued) == [domain], again.failed
+        assert responder.new_orders[2]["replaces"] == second_id and "replaces" not in responder.new_orders[3]
+        assert len(responder.new_orders) == 4
+        manager.close()
+    finally:
+        responder.close()
+
+
+def test_renewal_without_renewal_info_names_no_replaced_certificate(lab, tmp_path):
+    responder = AriResponder(lab, tmp_path / "responder", ari=False)  # pebble's own directory, passed through
+    try:
+        domain = f"noari{tag()}.{lab.spec.zone}"
+        root = write_fleet(tmp_path / "fleet", lab, [domain], acme={"directory": responder.directory,
+                                                                    "ca_bundle": str(responder.ca_bundle)})
+        manager = CertManager(inventory.load(root))
+        assert list(inside(lab, lambda: manager.execute(manager.plan().todo)).issued) == [domain]
+        manager.store.expire_now(domain)  # due by the fallback rule
+        plan = inside(lab, lambda: manager.plan(renew_only=True))
+        assert [(spec.name, renewal) for spec, renewal in plan.todo] == [(domain, True)]
+        assert list(inside(lab, lambda: manager.execute(plan.todo)).issued) == [domain]
+        assert len(responder.new_orders) == 2
+        assert all("replaces" not in order for order in responder.new_orders)
         manager.close()
     finally:
         responder.close()
