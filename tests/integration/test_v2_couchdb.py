@@ -14,7 +14,7 @@ import signal
 import pytest
 
 from tests.integration.test_stack import stack_lab  # noqa: F401 - the module fixture that brings the stack up
-from tests.integration.test_v2_import import check_contacts, cli, md5, new_instance, with_clients
+from tests.integration.test_v2_import import check_contacts, cli, ledger_entries, md5, new_instance, with_clients
 from tests.v2couch import PouchServer, V2Db, hostile_db, realistic_db
 
 pytestmark = pytest.mark.lab
@@ -26,7 +26,7 @@ USER, PASSWORD = "v2admin", "s3cret-Pa55word"
 def couch(stack_lab, tmp_path_factory):  # noqa: F811
     db, holds = realistic_db("fr")
     big, big_holds = realistic_db("en")
-    for number in range(60):  # enough small files for the kills to land mid-import
+    for number in range(200):  # enough small files for the kills to land mid-import
         big.file("", f"n{number:03}.txt", f"note {number}".encode())
         big_holds["files"][f"n{number:03}.txt"] = f"note {number}".encode()
     plain = V2Db()
@@ -126,8 +126,8 @@ def test_kill_and_resume_at_several_points(couch, stack_lab):  # noqa: F811
     domain = new_instance(stack_lab)
     args = ("v2", "import", "--couchdb", url(server, "big"), "--to", domain, "--json")
     outcomes = []
-    for delay in (2.5, 3.5, 4.5):
-        killed = cli(stack_lab, *args, "--resume", kill_after=delay)
+    for held in (1, 80, 160):  # killed once the ledger holds that many items (the import is fast)
+        killed = cli(stack_lab, *args, "--resume", kill_when=lambda n=held: ledger_entries(stack_lab, domain) >= n)
         outcomes.append(killed.returncode)
         assert not [p for p in tree(stack_lab, domain)["files"] if "(2)" in p]
     assert -signal.SIGKILL in outcomes, outcomes
