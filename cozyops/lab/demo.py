@@ -1,7 +1,7 @@
 """`cozyops lab demo`: show, step by step, that the lab's services work.
 
 Each step is a function run inside the lab's namespace; it returns a one-line detail or raises.
-Later issues add steps (hosts, provisioning, certificates, a v2 import) to the same list.
+Later issues add steps (provisioning, a v2 import) to the same list.
 """
 
 from __future__ import annotations
@@ -228,6 +228,40 @@ def dns_for_the_fleet(lab: Lab) -> str:
             f"{app} -> {wanted} at BIND and Knot")
 
 
+def certificates_for_the_fleet(lab: Lab) -> str:
+    """`cozyops cert issue` on the lab's fleet: each instance's wildcard certificate from pebble
+    (DNS-01 through BIND and Knot), its names and its chain checked against pebble's root."""
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store
+
+    from cozyops import inventory
+    from cozyops.tls.manager import CertManager
+    from cozyops.tls.store import split_chain
+
+    manager = CertManager(inventory.load(lab.fleet_dir))
+    try:
+        with manager.locked("cozyops lab demo"):
+            result = manager.execute(manager.plan().todo)
+        if result.failed:
+            raise LabError("cert issue", "; ".join(f"{name}: {why}" for name, why in sorted(result.failed.items())))
+        spec = manager.specs()[0]
+        pems = split_chain(manager.store.fullchain(spec.name).read_text())
+        leaf = x509.load_pem_x509_certificate(pems[0].encode())
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+        if sorted(names) != sorted(spec.domains):
+            raise LabError(f"certificate {spec.name}", f"names {names}, not {list(spec.domains)}")
+        root = x509.load_pem_x509_certificate(lab.pebble().issuing_root.read_bytes())
+        verifier = PolicyBuilder().store(Store([root])).build_server_verifier(x509.DNSName(spec.domains[0]))
+        verifier.verify(leaf, [x509.load_pem_x509_certificate(pem.encode()) for pem in pems[1:]])
+        record = manager.store.records()[spec.name]
+    finally:
+        manager.close()
+    return (f"{len(result.issued)} issued, {len(manager.specs()) - len(result.issued)} already valid; "
+            f"{spec.name}: {' + '.join(spec.domains)}, chain verified against pebble's root, "
+            f"serial {record.serial}, until {record.not_after:%Y-%m-%d}")
+
+
 def _a(address: str, name: str) -> list[str]:
     response = dns.query.udp(dns.message.make_query(name, dns.rdatatype.A), address, timeout=1)
     return [rdata.address for rrset in response.answer for rdata in rrset if rrset.rdtype == dns.rdatatype.A]
@@ -262,6 +296,8 @@ def steps(lab: Lab) -> list[Step]:
         demo_fleet(lab)
         found.append(Step("the fleet's instances exist on their servers", lambda: instances_on_their_servers(lab)))
         found.append(Step("DNS records for the fleet's instances (cozyops dns apply)", lambda: dns_for_the_fleet(lab)))
+        found.append(Step("wildcard certificates for the fleet's instances (cozyops cert issue)",
+                          lambda: certificates_for_the_fleet(lab)))
     return found
 
 

@@ -185,6 +185,8 @@ def test_demo_passes_on_the_lab(lab):
     details = {step["title"]: step["detail"] for step in report["steps"]}
     assert f"drive.alice.{lab.spec.zone} -> {lab.spec.host(1).address} at BIND and Knot" in details[
         "DNS records for the fleet's instances (cozyops dns apply)"]
+    assert f"alice.{lab.spec.zone}: alice.{lab.spec.zone} + *.alice.{lab.spec.zone}, chain verified against " \
+           "pebble's root" in details["wildcard certificates for the fleet's instances (cozyops cert issue)"]
 
 
 def test_another_directory_cannot_take_over_a_running_labs_namespace(lab, tmp_path):
