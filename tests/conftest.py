@@ -17,27 +17,38 @@ from pathlib import Path
 import pytest
 
 PR_SET_CHILD_SUBREAPER = 36
+ZOMBIE_GRACE = 1.0  # seconds a zombie daemon is left to whoever spawned it
 
 
 def _reap_adopted_daemons() -> None:
     """Reap, as an init would, the daemons re-parented to us once they end.
 
     Only zombie children that lead their own session (the lab starts its daemons that way; the
-    tests' own subprocesses do not) are collected, so subprocess keeps its exit statuses.
+    tests' own subprocesses do not) are collected, so subprocess keeps its exit statuses; and only
+    once they have been zombies for a second: a daemon this very process spawned (procs.spawn, its
+    own session too) and that ended at once is left to the code that spawned it, which reads its
+    /proc entry and waits for it (reaped at once, it raised ProcessLookupError there).
     """
     from cozyops.lab import procs
 
     me = os.getpid()
+    seen: dict[int, float] = {}
     while True:
+        zombies = set()
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             found = procs.stat(int(entry))
             if found and found.state == "Z" and found.ppid == me and found.session == int(entry):
+                pid = int(entry)
+                zombies.add(pid)
+                if time.monotonic() - seen.setdefault(pid, time.monotonic()) < ZOMBIE_GRACE:
+                    continue
                 try:
-                    os.waitpid(int(entry), os.WNOHANG)
+                    os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
+        seen = {pid: since for pid, since in seen.items() if pid in zombies}
         time.sleep(0.05)
 
 
