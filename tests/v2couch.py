@@ -171,6 +171,9 @@ def realistic_db(locale: str = "en") -> tuple[V2Db, dict]:
     db.add({"_id": "note1", "docType": "Note", "_attachments": {"a.txt": _attachment(b"legacy", "text/plain")}})
     expected["Archive/message/mail1.facture.pdf"] = b"%PDF mail attachment"
     expected["Archive/note/note1.a.txt"] = b"legacy"
+    # a Binary nothing refers to (its owner deleted, say): kept with its contents, not dropped silently
+    orphan = db.binary(b"orphan bytes", "file", "application/octet-stream")
+    expected[f"Archive/binary/{orphan}.file"] = b"orphan bytes"
     return db, {"files": expected, "ids": ids, "picture": picture, "album": "Vacances 2016" if fr else "Holidays 2016",
                 "photo_dir": photo_dir}
 

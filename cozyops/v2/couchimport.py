@@ -52,6 +52,7 @@ class CouchPlan:
     folders: list[v2docs.Entry] = field(default_factory=list)
     albums: list[dict] = field(default_factory=list)
     photo_binaries: set[str] = field(default_factory=set)
+    referenced: set[str] = field(default_factory=set)  # Binary ids some document's `binary` names
 
 
 def inspect_couch(source: CouchSource, progress: Callable[[int], None] | None = None) -> CouchPlan:
@@ -70,6 +71,9 @@ def inspect_couch(source: CouchSource, progress: Callable[[int], None] | None = 
         kind = v2docs.doctype(doc)
         v2 += bool(kind)
         size = 0
+        owned = doc.get("binary") if isinstance(doc.get("binary"), dict) else {}
+        plan.referenced.update(ref["id"] for ref in owned.values()
+                               if isinstance(ref, dict) and isinstance(ref.get("id"), str))
         if kind in ("folder", "file"):
             entry = v2docs.entry(doc)
             if isinstance(entry, str):
@@ -162,7 +166,10 @@ class CouchImporter(Importer):
         if kind in ("folder", "album", "photo"):
             return  # done before (folders, albums) or after (photos) this pass
         if kind == "binary":
-            return  # read through the File, Photo or Contact that owns it
+            if doc_id not in self.plan.referenced:  # nobody's content: kept, not dropped silently
+                self.archive(doc, "a Binary document no file, photo or other document refers to: kept as JSON "
+                                  "with its contents")
+            return  # else read through the File, Photo or Contact that owns it
         if kind == "file":
             self.file_doc(doc)
         elif kind == "contact":
@@ -245,7 +252,7 @@ class CouchImporter(Importer):
 
     # -- other doctypes, events -------------------------------------------------------------
 
-    def archive(self, doc: dict) -> None:
+    def archive(self, doc: dict, why: str | None = None) -> None:
         kind = v2docs.doctype(doc)
         doc_id = str(doc.get("_id"))
         source = f"{doc.get('docType')} {doc_id}"
@@ -271,7 +278,7 @@ class CouchImporter(Importer):
         finally:
             spool.close()
         if final:
-            self.report.add(source, "archive", KEPT, final[0], f"{kind} documents have no v3 app: kept as JSON")
+            self.report.add(source, "archive", KEPT, final[0], why or f"{kind} documents have no v3 app: kept as JSON")
         self.archive_contents(doc, parts, source)
 
     def archive_contents(self, doc: dict, parts: tuple[str, ...], source: str) -> None:

@@ -109,6 +109,8 @@ def test_live_database_imports_completely_and_a_second_run_adds_nothing(couch, s
                                                                      if i["outcome"] == "skipped"]
     state = tree(stack_lab, domain)
     check(state, holds["cozy"])
+    orphans = [i for i in report["items"] if i["source"].startswith("Binary ") and i["outcome"] == "kept as file"]
+    assert len(orphans) == 1 and "no file, photo or other document refers to" in orphans[0]["reason"], orphans
 
     again = cli(stack_lab, "v2", "import", "--couchdb", url(server), "--to", domain, "--json")
     assert again.returncode == 0, again.stderr
