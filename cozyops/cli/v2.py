@@ -251,11 +251,10 @@ def _import_on(name: str, searching: bool, root: Path, source: str, needed: int,
                ledger: Ledger, run) -> bool:
     from cozyops.lab import stack
     from cozyops.stack import AdminClient, PublicClient, StackError
-    from cozyops.transport import SshTransport
-    from cozyops.v2 import connect
+    from cozyops.transport import fleet as hosts
 
     with contextlib.ExitStack() as stack_:
-        ssh = stack_.enter_context(SshTransport(connect.ssh_target(root, name)))
+        ssh = stack_.enter_context(hosts.transport(root, name))
         passphrase = stack.admin_passphrase(ssh)
         admin_port = stack_.enter_context(ssh.forward(stack.ADMIN_PORT))
         public_port = stack_.enter_context(ssh.forward(stack.PUBLIC_PORT))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cozyops.errors import ConfigError
-from cozyops.v2 import connect
+from cozyops.transport import fleet as connect
 
 
 def test_target_from_ansible_vars_and_the_ssh_config(tmp_path):
@@ -38,10 +38,9 @@ def test_no_key_is_a_clear_error(tmp_path):
 
 
 def test_a_server_with_ansible_connection_local_is_this_machine(tmp_path):
-    from cozyops.transport import fleet
     from cozyops.transport.local import LocalTransport
 
     (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    here:\n      ansible_connection: local\n")
-    with fleet.transport(tmp_path, "here") as transport:
+    with connect.transport(tmp_path, "here") as transport:
         assert isinstance(transport, LocalTransport) and transport.name == "here"
         assert transport.run("echo ok").check("here").text == "ok\n"
