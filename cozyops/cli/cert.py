@@ -147,13 +147,7 @@ def issue(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: boo
           dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be issued; change nothing."),
           deploy: bool = DeployOption) -> None:
     """Issue the missing and due certificates (NAMEs: only those; --force: even when valid)."""
-    manager = _manager(fleet)
-    with manager.locked("cozyops cert issue"):
-        plan = manager.plan(names, force=force)
-        _print_plan(plan, "issued")
-        result = RunResult() if dry_run else _run(manager, plan, json)
-        deployed = _deploy(manager, sorted(result.issued), None, json) if deploy and result.issued else None
-    _report(manager, plan, result, json, "issued", deployed)
+    _issue_or_renew(fleet, json, dry_run, deploy, "issue", names=names, force=force)
 
 
 @app.command()
@@ -163,13 +157,19 @@ def renew(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: boo
     """Renew the certificates that are due: in the CA's ARI window (RFC 9773) when it offers one,
     else when a third of the lifetime is left. Safe to run from a daily timer (with --deploy, the
     renewed certificates go to their servers and nginx is reloaded)."""
+    _issue_or_renew(fleet, json, dry_run, deploy, "renew", names=names, renew_only=True)
+
+
+def _issue_or_renew(fleet: Path | None, json: bool, dry_run: bool, deploy: bool, command: str, **plan) -> None:
+    """`cert issue` and `cert renew`: plan under the fleet's lock, run, deploy what was done, report."""
+    done = {"issue": "issued", "renew": "renewed"}[command]
     manager = _manager(fleet)
-    with manager.locked("cozyops cert renew"):
-        plan = manager.plan(names, renew_only=True)
-        _print_plan(plan, "renewed")
-        result = RunResult() if dry_run else _run(manager, plan, json)
+    with manager.locked(f"cozyops cert {command}"):
+        the_plan = manager.plan(**plan)
+        _print_plan(the_plan, done)
+        result = RunResult() if dry_run else _run(manager, the_plan, json)
         deployed = _deploy(manager, sorted(result.issued), None, json) if deploy and result.issued else None
-    _report(manager, plan, result, json, "renewed", deployed)
+    _report(manager, the_plan, result, json, done, deployed)
 
 
 @dataclass
