@@ -96,8 +96,9 @@ CREATE TABLE IF NOT EXISTS v2_imports (
 # Each upgrade takes the database from version N to N + 1 (run in one transaction with the others).
 UPGRADES: dict[int, str] = {
     # 1 -> 2: the challenge journal; the v2 ledger's tables always (they were created on first
-    # import); certificates.deployed goes (nothing ever wrote it: deployment is checked on the
-    # servers themselves, by a TLS handshake).
+    # import); issuances.order_url: an order being finalized (serial '' until its certificate is
+    # kept), counted by the budget from the moment the CA may issue; certificates.deployed goes
+    # (nothing ever wrote it: deployment is checked on the servers themselves, by a TLS handshake).
     1: LEDGER_SCHEMA + """
 CREATE TABLE IF NOT EXISTS challenges (
     id INTEGER PRIMARY KEY,
@@ -108,6 +109,7 @@ CREATE TABLE IF NOT EXISTS challenges (
     value TEXT NOT NULL
 );
 ALTER TABLE certificates DROP COLUMN deployed;
+ALTER TABLE issuances ADD COLUMN order_url TEXT;
 """,
 }
 SCHEMA_VERSION = 1 + len(UPGRADES)

@@ -95,6 +95,18 @@ def _recover(manager: CertManager, quiet: bool) -> None:
                           highlight=False, markup=False, soft_wrap=True)
 
 
+def _resume(manager: CertManager, quiet: bool) -> None:
+    """Certificates an interrupted run had the CA issue without keeping them: fetched and kept."""
+    kept, problems = manager.resume_orders()
+    if quiet:
+        return
+    if kept:
+        err_console.print(f"kept from an interrupted run's orders: {', '.join(kept)}",
+                          highlight=False, markup=False, soft_wrap=True)
+    for problem in problems:
+        err_console.print(f"! {problem}", style="yellow", highlight=False, markup=False, soft_wrap=True)
+
+
 def _print_plan(plan: CertPlan, verb: str) -> None:
     issue = [spec.name for spec, renewal in plan.todo if not renewal]
     renew = [spec.name for spec, renewal in plan.todo if renewal]
@@ -184,6 +196,7 @@ def _issue_or_renew(fleet: Path | None, json: bool, dry_run: bool, deploy: bool,
     with manager.locked(f"cozyops cert {command}"):
         if not dry_run:
             _recover(manager, json)
+            _resume(manager, json)
         the_plan = manager.plan(**plan)
         _print_plan(the_plan, done)
         result = RunResult() if dry_run else _run(manager, the_plan, json)

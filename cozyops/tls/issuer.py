@@ -396,7 +396,7 @@ class Issuer:
             except Exception as error:  # noqa: BLE001
                 raise self.explain(error, f"certificate {order.domains[0]}") from None
 
-    def complete(self, order: Order, deadline: float) -> Certificate:
+    def complete(self, order: Order, deadline: float, before_finalize=None) -> Certificate:
         """Poll the order until the CA has validated it, finalize, poll, download the chain.
 
         The order itself is polled (one request a poll, whatever the number of names); only when
@@ -408,6 +408,8 @@ class Issuer:
             if status == messages.STATUS_INVALID.name:
                 raise self._validation_failure(order, subject, data)
             if status == messages.STATUS_READY.name:
+                if before_finalize is not None:
+                    before_finalize()  # (the CA may issue from here on: the caller records that first)
                 response = self._finalize(order)
                 status, data = response.json()["status"], response.json()
                 if status != messages.STATUS_VALID.name or "certificate" not in data:
@@ -419,6 +421,17 @@ class Issuer:
             return Certificate(order.domains, order.key_pem, chain)
         except AcmeError:
             raise
+        except Exception as error:  # noqa: BLE001
+            raise self.explain(error, subject) from None
+
+    def fetch_issued(self, order_url: str) -> tuple[str, str | None]:
+        """An order placed earlier (by an interrupted run): its status and, when valid, its chain."""
+        subject = f"order {order_url}"
+        try:
+            data = self.acme()._post_as_get(order_url).json()
+            if data.get("status") == messages.STATUS_VALID.name and data.get("certificate"):
+                return data["status"], self.acme()._post_as_get(data["certificate"]).text
+            return str(data.get("status")), None
         except Exception as error:  # noqa: BLE001
             raise self.explain(error, subject) from None
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from cozyops import state
 from cozyops.dns import propagation
 from cozyops.dns.manager import DnsManager
@@ -31,7 +33,7 @@ from cozyops.tls import policy
 from cozyops.tls.issuer import Issuer, Order, ari_cert_id, directory_id, directory_url
 from cozyops.tls.policy import CertSpec
 from cozyops.tls.solver import Dns01Solver
-from cozyops.tls.store import CertStore, Record, Recovery
+from cozyops.tls.store import CertStore, Record, Recovery, check_pair
 
 CHUNK = 200  # certificates per DNS update (two TXT values each; one message holds ~250)
 ORDER_DEADLINE = 300.0  # seconds for a chunk's validation and finalization
@@ -143,6 +145,37 @@ class CertManager:
         certificate files without their row adopted (key and chain checked), so that rows match
         files and the budget counts every certificate the CA issued."""
         return self.store.recover(self.directory, self.acme.key_type)
+
+    def resume_orders(self) -> tuple[list[str], list[str]]:
+        """Orders an interrupted run finalized without keeping their certificate: fetched from the
+        CA and kept (their keys were kept before finalizing), or no longer counted when the CA did
+        not issue them. Returns (names kept, problems). The CA is asked only when there are some."""
+        pending = self.store.pending(self.directory)
+        kept, problems = [], []
+        for name, url, renewal, key_file in pending:
+            try:
+                status, chain = self.issuer().fetch_issued(url)
+            except CozyopsError as error:
+                problems.append(str(error))  # still counted: the CA may have issued it
+                continue
+            if chain is None:
+                if status != "processing":
+                    self.store.not_issued(self.directory, url)
+                continue
+            key = key_file.read_bytes() if key_file.exists() else None
+            current = self.store.records().get(name)
+            if current is not None and current.not_before >= x509.load_pem_x509_certificate(
+                    chain.encode()).not_valid_before_utc:
+                self.store.record_issued(name, chain, self.directory, self.acme.key_type, renewal, url)
+                continue  # a newer one is kept already
+            if key is None or check_pair(key, chain):
+                problems.append(f"certificate {name}: issued by the CA ({url}) but its key was not kept; "
+                                "it is issued again")
+                self.store.record_issued(name, chain, self.directory, self.acme.key_type, renewal, url)
+                continue
+            self.store.save(name, key, chain, self.directory, self.acme.key_type, renewal, url)
+            kept.append(name)
+        return kept, problems
 
     def sweep_challenges(self) -> list[str]:
         """Remove the challenge values an interrupted run published (journaled, never cleaned
@@ -304,9 +337,14 @@ class CertManager:
 
                 def finish(name: str, order: Order) -> Record:
                     issuer.answer(order)
-                    certificate = issuer.complete(order, deadline)
+                    url = order.resource.uri
+
+                    def finalizing() -> None:
+                        self.store.finalizing(name, order.domains, self.directory, renewal[name], url, order.key_pem)
+
+                    certificate = issuer.complete(order, deadline, finalizing)
                     return self.store.save(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
-                                           self.acme.key_type, renewal[name])
+                                           self.acme.key_type, renewal[name], url)
 
                 futures = {name: pool.submit(finish, name, order) for name, order in orders.items()}
                 count = 0

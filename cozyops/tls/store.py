@@ -19,6 +19,7 @@ that the key matches the certificate and the chain signs it.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import threading
@@ -89,6 +90,11 @@ def _leaf_record(name: str, fullchain_pem: str, directory: str, key_type: str,
     return record, pems
 
 
+def _pending_key(order_url: str) -> str:
+    """The file keeping the key of an order being finalized."""
+    return "order-" + hashlib.sha256(order_url.encode()).hexdigest()[:16] + ".key"
+
+
 def check_pair(key_pem: bytes, fullchain_pem: str) -> str | None:
     """Why this key and chain are not a usable certificate (None when they are): the key must be
     the certificate's, and each certificate of the chain must be signed by the next."""
@@ -150,10 +156,52 @@ class CertStore:
             if staged.exists():
                 os.replace(staged, folder / part)
 
-    def _issuance(self, record: Record, renewal: bool) -> None:
+    def finalizing(self, name: str, domains: tuple[str, ...], directory: str, renewal: bool, order_url: str,
+                   key_pem: bytes) -> None:
+        """Before an order is finalized (the CA may issue from then on): its issuance counted
+        (serial unknown yet), its key kept, so that an interrupted run's certificate is still
+        fetched and kept by the next (:meth:`pending`)."""
+        files.write_private(self.dir(name) / _pending_key(order_url), key_pem)
+        with self._lock, self.db:
+            self.db.execute(
+                "INSERT INTO issuances (at, directory, name, domains, renewal, serial, order_url) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (_iso(datetime.datetime.now(datetime.UTC)), directory, name, json.dumps(domains), int(renewal), "",
+                 order_url))
+
+    def pending(self, directory: str) -> list[tuple[str, str, bool, Path]]:
+        """Orders finalized by an interrupted run and not kept: (name, order URL, renewal, key file)."""
+        rows = self.db.execute("SELECT name, order_url, renewal FROM issuances WHERE directory = ? AND serial = '' "
+                               "AND order_url IS NOT NULL ORDER BY id", (directory,)).fetchall()
+        return [(name, url, bool(renewal), self.dir(name) / _pending_key(url)) for name, url, renewal in rows]
+
+    def record_issued(self, name: str, fullchain_pem: str, directory: str, key_type: str, renewal: bool,
+                      order_url: str) -> Record:
+        """An order's certificate counted (with its serial) but not kept (no usable key, or older)."""
+        record, _ = _leaf_record(name, fullchain_pem, directory, key_type)
+        self._issuance(record, renewal, order_url)
+        self._drop_key(order_url)
+        return record
+
+    def not_issued(self, directory: str, order_url: str) -> None:
+        """The CA did not issue this order: it no longer counts."""
+        with self._lock, self.db:
+            self.db.execute("DELETE FROM issuances WHERE directory = ? AND order_url = ? AND serial = ''",
+                            (directory, order_url))
+        self._drop_key(order_url)
+
+    def _drop_key(self, order_url: str) -> None:
+        for path in self.root.glob("*/" + _pending_key(order_url)):
+            path.unlink(missing_ok=True)
+
+    def _issuance(self, record: Record, renewal: bool, order_url: str | None = None) -> None:
         with self._lock, self.db:
             known = self.db.execute("SELECT 1 FROM issuances WHERE directory = ? AND name = ? AND serial = ?",
                                     (record.directory, record.name, record.serial)).fetchone()
+            if not known and order_url and self.db.execute(
+                    "UPDATE issuances SET serial = ? WHERE directory = ? AND order_url = ? AND serial = ''",
+                    (record.serial, record.directory, order_url)).rowcount:
+                known = True
             if not known:
                 self.db.execute(
                     "INSERT INTO issuances (at, directory, name, domains, renewal, serial) VALUES (?,?,?,?,?,?)",
@@ -175,13 +223,15 @@ class CertStore:
             self._row(record)
 
     def save(self, name: str, key_pem: bytes, fullchain_pem: str, directory: str, key_type: str,
-             renewal: bool) -> Record:
+             renewal: bool, order_url: str | None = None) -> Record:
         """Keep a certificate the CA just issued: its issuance (for the budget), its files, its row,
         in that order, each committed before the next (safe from any thread)."""
         record, _ = _leaf_record(name, fullchain_pem, directory, key_type)
-        self._issuance(record, renewal)
+        self._issuance(record, renewal, order_url)
         record = self.write(name, key_pem, fullchain_pem, directory, key_type)
         self._row(record)
+        if order_url:
+            self._drop_key(order_url)
         return record
 
     def recover(self, directory: str, key_type: str) -> Recovery:

@@ -131,7 +131,7 @@ def check_after_the_next_run(lab, pebble: OwnPebble, fleet: Path, domains: list[
     assert issuances == ca_issued(pebble), f"{label}: the budget counts {issuances}, the CA issued {ca_issued(pebble)}"
 
 
-def test_cert_issue_killed_at_four_points_then_the_next_run_cleans_up_and_issues_everything(lab, tmp_path, pebble):
+def test_cert_issue_killed_at_five_points_then_the_next_run_cleans_up_and_issues_everything(lab, tmp_path, pebble):
     t = tag()
     domains = [f"k{i}{t}.{lab.spec.zone}" for i in range(6)]
     fleet = write_fleet(tmp_path / "fleet", lab, domains, acme={
@@ -161,7 +161,21 @@ def test_cert_issue_killed_at_four_points_then_the_next_run_cleans_up_and_issues
     assert sum(rows[name] != before[name] for name in changed) >= len(changed) - 1  # at most one row behind
     check_after_the_next_run(lab, pebble, fleet, domains, "killed mid-chunk")
 
-    # 4. an interrupted renewal: killed as its new files are moved into place
+    # 4. while the CA finalizes an order (it may issue; the certificate is not downloaded yet):
+    # the next run fetches it and keeps it with the key kept before finalizing
+    before = file_serials(fleet)
+    issued_before = ca_issued(pebble)
+    run = cozyops(lab, fleet, "issue", "--force")
+    kill_when(run, lambda: bool(db_rows(fleet, "SELECT 1 FROM issuances WHERE serial = '' LIMIT 1")))
+    pending = [name for (name,) in db_rows(fleet, "SELECT name FROM issuances WHERE serial = ''")]
+    assert pending
+    time.sleep(1)  # whatever the CA was doing for the dead run, it has done
+    resumed = ca_issued(pebble) > issued_before + sum(file_serials(fleet)[name] != before[name] for name in domains)
+    check_after_the_next_run(lab, pebble, fleet, domains, "killed while the CA finalizes")
+    if resumed:  # the CA issued the dead run's last order: that certificate is the one kept now
+        assert file_serials(fleet)[pending[-1]] != before[pending[-1]]
+
+    # 5. an interrupted renewal: killed as its new files are moved into place
     victim = domains[2]
     db = sqlite3.connect(fleet / ".cozyops/state.db")
     with db:
