@@ -174,7 +174,7 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
     except sqlite3.DatabaseError as error:
         if db.in_transaction:
             db.execute("ROLLBACK")
-        raise StateError(str(path), f"cannot upgrade its schema from version {version}: {error}") from None
+        raise StateError(str(path), f"cannot upgrade its schema from version {max(version, 1)}: {error}") from None
     finally:
         db.isolation_level = ""
 
