@@ -191,3 +191,32 @@ def test_cert_issue_killed_at_five_points_then_the_next_run_cleans_up_and_issues
     row = next(row for row in json.loads(out) if row["name"] == victim)
     assert row["serial"] == file_serials(fleet)[victim]
     check_after_the_next_run(lab, pebble, fleet, domains, "killed renewing")
+
+
+def test_dns_apply_removes_what_a_killed_cert_issue_left_and_never_a_foreign_value(lab, tmp_path, pebble):
+    from cozyops import inventory
+    from cozyops.dns.manager import DnsManager
+    from tests.integration.test_tls import inside
+
+    t = tag()
+    domains = [f"j{i}{t}.{lab.spec.zone}" for i in range(2)]
+    fleet = write_fleet(tmp_path / "fleet", lab, domains, acme={
+        "directory": pebble.directory, "ca_bundle": str(pebble.ca_bundle), "concurrency": 1})
+    run = cozyops(lab, fleet, "issue")
+    kill_when(run, lambda: bool(served_values(lab, domains[:1])))
+    left = served_values(lab, domains)
+    assert sum(len(values) for values in left.values()) == 2 * len(domains), left
+    # someone else's value at the same name (another tool's challenge): not cozyops' to remove
+    provider = DnsManager(inventory.load(fleet)).provider()
+    inside(lab, lambda: provider.present_txt(f"_acme-challenge.{domains[0]}.", "someone-elses-token"))
+    done = subprocess.run(["ip", "netns", "exec", lab.spec.netns, sys.executable, "-m", "cozyops", "dns", "apply",
+                           "--yes", "--json", "--fleet", str(fleet)], capture_output=True, text=True, timeout=180,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert stale_values(lab, domains[1:]) == {}
+    end = time.monotonic() + 10
+    while txt_values(lab, f"_acme-challenge.{domains[0]}", settle=0) != ['"someone-elses-token"'] * 2:  # BIND and Knot
+        assert time.monotonic() < end, txt_values(lab, f"_acme-challenge.{domains[0]}", settle=0)
+        time.sleep(0.1)
+    assert db_rows(fleet, "SELECT COUNT(*) FROM challenges") == [(0,)]
+    inside(lab, lambda: provider.cleanup_txt(f"_acme-challenge.{domains[0]}.", "someone-elses-token"))
