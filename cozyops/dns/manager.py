@@ -132,7 +132,8 @@ class DnsManager:
 
         try:
             result = provider.apply(plan.changes, record)
-            self.cleanup_problems = self.challenges().sweep(journal.db)
+            if state.Challenges(journal.db).left(other_runs_only=False):
+                self.cleanup_problems = self.challenges().sweep(journal.db)
             return result
         finally:
             journal.close()
