@@ -28,6 +28,7 @@ import dns.tsig
 
 from cozyops.dns import records
 from cozyops.dns.tsig import TsigKey
+from cozyops.errors import DnsError
 from cozyops.plan import CREATE, DELETE, UPDATE, Change
 
 MAX_MESSAGE = 65535
@@ -136,7 +137,14 @@ class UpdateBuilder:
         """The signed message (for its id and MAC, to check the answer) and its wire form.
 
         Its (random) id is none of ``avoid``: the ids of the messages still waiting for an answer.
+        A message whose records leave no room for the question and the TSIG record within 64 KiB is
+        refused here, before anything is sent (one line naming the zone and the size).
         """
+        if self.size + TSIG_RESERVE > MAX_MESSAGE:
+            raise DnsError(f"zone {zone.to_text(omit_final_dot=True)}",
+                           f"an UPDATE message of {self.size} bytes of records does not fit in one DNS message "
+                           f"with its TSIG signature (at most {MAX_MESSAGE - TSIG_RESERVE} bytes)",
+                           "lower cozy_dns.batch_size")
         message = key.update(zone.to_text())
         while message.id in avoid:
             message = key.update(zone.to_text())

@@ -8,7 +8,9 @@ import dns.rdatatype
 import dns.update
 import pytest
 
-from cozyops.dns import rfc2136, tsig, wire
+from cozyops.dns import tsig, wire
+from cozyops.dns.providers import rfc2136
+from cozyops.errors import DnsError
 from cozyops.plan import CREATE, DELETE, UPDATE, Change
 
 ZONE = dns.name.from_text("example.org")
@@ -140,3 +142,20 @@ def test_batches_stay_under_the_message_size():
             builder.add_change(change)
         _, data = builder.render(ZONE, KEY)
         assert len(data) < wire.MAX_MESSAGE
+
+
+def test_a_message_with_no_room_for_its_tsig_record_is_refused_before_it_is_sent():
+    """TSIG_RESERVE keeps room for the question and the TSIG record under 64 KiB."""
+    builder = wire.UpdateBuilder(wire.Encoder())
+    value = '"' + "v" * 250 + '"'
+    while builder.size + wire.TSIG_RESERVE <= wire.MAX_MESSAGE:
+        builder.add_txt(f"_acme-challenge.n{builder.counts[1]}", value, 60)
+    with pytest.raises(DnsError) as refused:
+        builder.render(ZONE, KEY)
+    assert str(refused.value).startswith("zone example.org: an UPDATE message of ")
+    assert "cozy_dns.batch_size" in str(refused.value)
+    fits = wire.UpdateBuilder(wire.Encoder())
+    for index in range(200):  # about 52 KB: renders, signature and all
+        fits.add_txt(f"_acme-challenge.n{index}", value, 60)
+    _, data = fits.render(ZONE, KEY)
+    assert len(data) <= wire.MAX_MESSAGE and dns.message.from_wire(data, keyring=KEY.keyring()).had_tsig
