@@ -180,6 +180,14 @@ class DnsManager:
         expected = propagation.expectations(self.fleet.zone, self.desired())
         return propagation.check(self.servers(), self.fleet.zone, expected, progress)
 
+    def malformed_marks(self) -> list[records.Mark]:
+        """The zone's ownership marks (any fleet's) that claim more than cozyops writes: ignored."""
+        if self.manual:
+            return []
+        if self.zone_data is None:
+            self.zone_data = self.provider().read()
+        return records.malformed_marks(self.zone_data.marks)
+
     def challenges(self) -> ChallengeWriter:
         providers = [] if self.manual else [self.provider()]
         delegation = self.fleet.dns.acme_challenge

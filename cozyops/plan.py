@@ -85,6 +85,7 @@ class Plan:
     conflicts: list[Conflict] = field(default_factory=list)
     owned: int = 0  # record sets the fleet owns in the zone now (marks not counted)
     serial: int | None = None  # the zone's SOA serial when it was read
+    malformed: list = field(default_factory=list)  # ownership marks ignored (records.Mark, problem set)
     _checksum: str | None = field(default=None, repr=False)
 
     @property
@@ -127,4 +128,5 @@ class Plan:
             "summary": {**self.counts(), "conflicts": len(self.conflicts), "owned": self.owned},
             "changes": [change.to_json(self.zone) for change in self.changes],
             "conflicts": [conflict.to_json(self.zone) for conflict in self.conflicts],
+            "malformed": [mark.to_json(self.zone) for mark in self.malformed],
         }
