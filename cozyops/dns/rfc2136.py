@@ -201,6 +201,9 @@ class Rfc2136:
                                f"its {policy} (BIND) or acl (Knot) must grant the key {self.key.name}")
         if rcode == dns.rcode.NOTZONE:
             return self._error(f"NOTZONE: a name of the {what} is outside the zone")
+        if rcode == dns.rcode.FORMERR:
+            return self._error(f"FORMERR: the server could not parse the {what} (a name longer than 255 octets, "
+                               "or a malformed record)", "nothing of this message was applied")
         return self._error(f"{text}: {what} failed")
 
     # -- reading -------------------------------------------------------------------------------
@@ -331,7 +334,11 @@ class Rfc2136:
                 data, keyring={entry.message.keyname: entry.message.keyring}, request_mac=entry.message.tsig[0].mac,
             )
         except Exception as error:  # noqa: BLE001
-            raise fail(error, entry) from None
+            # A server that cannot parse a message answers unsigned (FORMERR): report its rcode, not the
+            # missing signature (a TSIG error the server signalled, BADKEY or BADSIG, stays as it is).
+            rcode = data[3] & 0x0F if len(data) >= 4 else dns.rcode.NOERROR
+            unsigned = rcode and not isinstance(error, dns.tsig.PeerError)
+            raise fail(self._rcode_error(rcode, "update") if unsigned else error, entry) from None
         rcode = response.rcode()
         seconds = time.monotonic() - entry.started
         if rcode == dns.rcode.NOERROR:
