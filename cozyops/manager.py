@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from cozyops import planner, state
-from cozyops.dns import propagation, records
+from cozyops import state
+from cozyops.dns import planner, propagation, records
 from cozyops.dns.challenge import ChallengeWriter
+from cozyops.dns.plan import CREATE, UPDATE, Plan, Safety
 from cozyops.dns.rfc2136 import ApplyResult, BatchOutcome, Rfc2136, ZoneData
 from cozyops.dns.tsig import load_reference
 from cozyops.errors import CozyopsError, UnsafePlanError
 from cozyops.model import DnsProviderKind, Fleet, Rfc2136Server
-from cozyops.plan import CREATE, UPDATE, Plan, Safety
 
 
 def rfc2136_provider(zone: str, settings: Rfc2136Server, batch_size: int = 1000) -> Rfc2136:

@@ -10,10 +10,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cozyops import inventory
 from cozyops.cli.render import emit_json, err_console
+from cozyops.dns.plan import CREATE, DELETE, Change, Plan
 from cozyops.dns.propagation import ServerReport
 from cozyops.errors import CozyopsError
 from cozyops.manager import ApplyReport, DnsManager
-from cozyops.plan import CREATE, DELETE, Change, Plan
 
 app = typer.Typer(
     help="""The fleet's DNS records: every instance's name and app subdomains (nested or flat), CAA

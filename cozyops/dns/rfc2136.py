@@ -30,10 +30,10 @@ import dns.xfr
 
 from cozyops.bulk import paused_gc
 from cozyops.dns import axfr, records, wire
+from cozyops.dns.plan import Change
 from cozyops.dns.records import RRset
 from cozyops.dns.tsig import TsigKey
 from cozyops.errors import DnsError
-from cozyops.plan import Change
 
 # An UPDATE's prerequisites did not hold: the zone changed since the plan read it.
 PREREQUISITE_RCODES = {dns.rcode.YXDOMAIN, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.NXRRSET}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from cozyops.dns.plan import CREATE, Change
 from cozyops.dns.rfc2136 import Rfc2136
 from cozyops.errors import DnsError
-from cozyops.plan import CREATE, Change
 from tests.integration.test_dns import addresses, inside, tag
 
 pytestmark = pytest.mark.lab

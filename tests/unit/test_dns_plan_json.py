@@ -44,8 +44,8 @@ def observed() -> dict:
 
 def dns_plan_json() -> dict:
     """What `cozyops dns plan --json` prints for an RFC 2136 fleet (the CLI adds `unsafe`)."""
-    from cozyops import planner
-    from cozyops.plan import Safety
+    from cozyops.dns import planner
+    from cozyops.dns.plan import Safety
 
     delegation = ChallengeDelegation("acme.example.net", Rfc2136Server("192.0.2.53"))
     the_fleet = fleet("nested", [("alice.example.org", "h1", ["drive"]), ("bob.example.org", "h2", []),

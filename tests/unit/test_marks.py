@@ -3,11 +3,10 @@ against zones with planted marks (issue 12, item 1). No I/O."""
 
 import pytest
 
-from cozyops import planner
-from cozyops.dns import records
+from cozyops.dns import planner, records
+from cozyops.dns.plan import CREATE
 from cozyops.dns.records import RRset, mark_strings, txt_text
 from cozyops.model import ChallengeDelegation, Rfc2136Server
-from cozyops.plan import CREATE
 from tests.unit.test_records import CASES as FLEETS
 from tests.unit.test_records import fleet
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from cozyops import planner
+from cozyops.dns import planner
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan, Safety
 from cozyops.dns.records import RRset, mark_strings, txt_text
-from cozyops.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan, Safety
 
 ME, OTHER = "mine", "theirs"
 

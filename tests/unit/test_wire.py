@@ -9,7 +9,7 @@ import dns.update
 import pytest
 
 from cozyops.dns import rfc2136, tsig, wire
-from cozyops.plan import CREATE, DELETE, UPDATE, Change
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change
 
 ZONE = dns.name.from_text("example.org")
 KEY = tsig.generate("test-key")

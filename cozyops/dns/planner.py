@@ -17,8 +17,8 @@ from collections import defaultdict
 
 from cozyops.bulk import paused_gc
 from cozyops.dns import records
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan
 from cozyops.dns.records import RRset
-from cozyops.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan
 
 
 def mark_text(owner: str, keys) -> str:
