@@ -43,8 +43,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cozyops import inventory, planner  # noqa: E402
-from cozyops.dns import records, tsig  # noqa: E402
+from cozyops import inventory  # noqa: E402
+from cozyops.dns import planner, records, tsig  # noqa: E402
+from cozyops.dns.plan import DELETE  # noqa: E402
 from cozyops.lab import netns, probe  # noqa: E402
 from cozyops.lab.lab import Lab  # noqa: E402
 from cozyops.model import (  # noqa: E402
@@ -56,7 +57,6 @@ from cozyops.model import (  # noqa: E402
     Server,
     SubdomainMode,
 )
-from cozyops.plan import DELETE  # noqa: E402
 
 TARGET_RATIO = 300
 TARGET_PLAN_SECONDS = 2.0

@@ -457,10 +457,7 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
                     "its apps would live outside the zone",
                 )
             if "-" in domain.split(".", 1)[0]:
-                raise ConfigError(
-                    label, f"{key}.domain: {domain}: no '-' in the first label in flat mode",
-                    "cozy-stack splits <instance>-<app> on the first '-'",
-                )
+                _refuse_flat_app_host(items, index, domain, label)
         server = item.get("server")
         if server is None or str(server) not in servers:
             known = ", ".join(sorted(servers)) or "none"
@@ -474,7 +471,10 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
             if not _APP.match(app.strip().lower()):
                 raise ConfigError(label, f"{key}.apps: {app!r} is not an app slug")
         apps = tuple(dict.fromkeys(app.strip().lower() for app in apps_value))
+        _check_derived_lengths(domain, apps, mode, label, key)
         instances.append(Instance(domain, server, apps, item.get("email"), item.get("locale")))
+    if mode is SubdomainMode.NESTED:
+        _refuse_nested_below(seen, zone, label)
     for name in sorted(used_servers):
         if servers[name].ipv4 is None and servers[name].ipv6 is None:
             raise ConfigError(
@@ -482,6 +482,73 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
                 "set cozy_public_ipv4 (or an IPv4 ansible_host) and/or cozy_public_ipv6",
             )
     return tuple(instances)
+
+
+MAX_NAME = 253  # characters of a domain name in text form, without the final dot (255 octets on the wire)
+MAX_LABEL = 63
+# Names cozyops writes or a CA asks for in front of an instance's domain (and of a flat parent, shorter).
+DERIVED_PREFIXES = ("*.", "_cozyops.", "_acme-challenge.")
+_LONGEST_PREFIX = max(map(len, DERIVED_PREFIXES))
+
+
+def _check_derived_lengths(domain: str, apps: tuple[str, ...], mode: SubdomainMode, label: str, key: str) -> None:
+    """Every name derived from ``domain`` must be a valid DNS name: checked here, not by the server
+    in the middle of an UPDATE (a name too long fails the whole message, other instances' records too)."""
+    longest_app = max(map(len, apps), default=0)
+    first_length = domain.find(".")
+    if (len(domain) + _LONGEST_PREFIX <= MAX_NAME and len(domain) + 1 + longest_app <= MAX_NAME
+            and (mode is SubdomainMode.NESTED or first_length + 1 + longest_app <= MAX_LABEL)):
+        return  # the common case, without building the names
+    derived = [prefix + domain for prefix in DERIVED_PREFIXES]
+    if mode is SubdomainMode.FLAT:
+        first, _, rest = domain.partition(".")
+        derived += [f"{first}-{app}.{rest}" for app in apps]
+    else:
+        derived += [f"{app}.{domain}" for app in apps]
+    for name in derived:
+        if len(name) > MAX_NAME:
+            raise ConfigError(label, f"{key}.domain: {domain}: the name {name} derived from it is {len(name)} "
+                              f"characters, more than {MAX_NAME}")
+        first_label = name.split(".", 1)[0]
+        if len(first_label) > MAX_LABEL:
+            raise ConfigError(label, f"{key}.domain: {domain}: the name {name} derived from it has a label of "
+                              f"{len(first_label)} characters, more than {MAX_LABEL}")
+
+
+def _refuse_nested_below(seen: dict[str, int], zone: str, label: str) -> None:
+    """Nested mode: an instance below another one takes over one of its app hosts (``drive.alice``
+    beside ``alice``: alice's Drive would point at the other's server), or shadows its wildcard."""
+    for domain, index in seen.items():
+        parent = domain
+        while parent != zone:
+            parent = parent.partition(".")[2]
+            above = seen.get(parent)
+            if above is not None:
+                raise ConfigError(
+                    label, f"instances[{index}].domain: {domain} is below the instance {parent} "
+                    f"(instances[{above}]): in nested mode it would take over {parent}'s app host {domain}",
+                    "choose a name that is not below another instance",
+                )
+
+
+def _refuse_flat_app_host(items: list, index: int, domain: str, label: str) -> None:
+    """Flat mode: a '-' in an instance's first label is refused; when the name is another instance's
+    app host (``alice-drive`` beside ``alice`` with Drive), the line names both."""
+    key = f"instances[{index}].domain"
+    first, _, rest = domain.partition(".")
+    owner_first, _, app = first.partition("-")
+    owner = f"{owner_first}.{rest}"
+    for other_index, other in enumerate(items):
+        if not isinstance(other, dict) or str(other.get("domain", "")).strip().lower().rstrip(".") != owner:
+            continue
+        apps = other.get("apps", DEFAULT_APPS)
+        if isinstance(apps, list | tuple) and app in (str(name).strip().lower() for name in apps):
+            raise ConfigError(
+                label, f"{key}: {domain} is the app host of {app} of the instance {owner} (instances[{other_index}]): "
+                "in flat mode it would take it over", "no '-' in the first label in flat mode",
+            )
+    raise ConfigError(label, f"{key}: {domain}: no '-' in the first label in flat mode",
+                      "cozy-stack splits <instance>-<app> on the first '-'")
 
 
 def load(root: Path) -> Fleet:

@@ -1,61 +1,54 @@
-"""Plans: the changes to make, their safety and their checksum. Pure.
+"""Plans for any resource: a change's kind, key, before and after; safety; checksums. Pure.
 
-A :class:`Change` creates, updates or deletes one DNS record set (a name and a type) or one
-ownership mark. The checksum identifies a plan's changes (values before and after included), so
-that ``apply --checksum C`` applies only the plan that was reviewed.
+A :class:`Change` names the kind of resource it changes (``dns``; later ``certificate``,
+``instance``, ``server``), which one (its ``key``, a tuple), and the resource before and after
+(``None`` before a creation and after a deletion), so that one list can hold the changes of every
+kind and one checksum identify them all. Each kind keeps its own, richer change type (the DNS
+planner's record changes: ``cozyops.dns.plan``) that gives this neutral form.
+
+The checksum identifies a plan's changes (values before and after included), so that
+``apply --checksum C`` applies only the plan that was reviewed.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
+ACTIONS = (CREATE, UPDATE, DELETE)
 
 
 class Change(NamedTuple):
-    action: str
-    name: str  # relative to the zone
-    rtype: str
-    ttl: int | None  # after (None for a deletion)
-    values: tuple[str, ...]  # after
-    old_ttl: int | None  # before (None for a creation)
-    old_values: tuple[str, ...]  # before
-    group: str  # the ownership mark this change goes with: applied in the same message
-    mark: bool = False  # a change of the fleet's own mark (one TXT value), not of a record
+    """One change of one resource."""
 
-    def to_json(self, zone: str) -> dict:
-        from cozyops.dns.records import fqdn
-
-        data: dict = {"action": self.action, "name": fqdn(self.name, zone), "type": self.rtype}
-        if self.action != DELETE:
-            data["ttl"], data["values"] = self.ttl, list(self.values)
-        if self.action != CREATE:
-            data["old"] = {"ttl": self.old_ttl, "values": list(self.old_values)}
-        if self.mark:
-            data["mark"] = True
-        return data
+    kind: str  # dns, certificate, instance, server, ...
+    action: str  # create, update or delete
+    key: tuple  # which resource of that kind (for DNS: the name relative to the zone and the type)
+    before: Any  # None for a creation
+    after: Any  # None for a deletion
 
 
-class Conflict(NamedTuple):
-    """A record the fleet wants but may not write: it belongs to another owner."""
+def checksum(header: Iterable[str], lines: Iterable[str]) -> str:
+    """sha256 (first 16 hex digits) of the header lines, then each line, each ended by a newline.
 
-    name: str
-    rtype: str
-    owner: str | None  # another fleet, or None: not marked (written by hand or another tool)
-    values: tuple[str, ...]
+    The caller gives the lines in a fixed order (sorted): the checksum of the same changes is the
+    same whatever order they were planned in.
+    """
+    digest = hashlib.sha256("".join(f"{line}\n" for line in header).encode())
+    for line in lines:
+        digest.update(line.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
 
-    def reason(self) -> str:
-        if self.owner:
-            return f"belongs to fleet {self.owner}"
-        return "exists without a cozyops mark (written by hand or by another tool)"
 
-    def to_json(self, zone: str) -> dict:
-        from cozyops.dns.records import fqdn
-
-        return {"name": fqdn(self.name, zone), "type": self.rtype, "owner": self.owner,
-                "values": list(self.values), "reason": self.reason()}
+def counts(actions: Iterable[str]) -> dict[str, int]:
+    found = dict.fromkeys(ACTIONS, 0)
+    for action in actions:
+        found[action] += 1
+    return found
 
 
 @dataclass(frozen=True)
@@ -78,53 +71,13 @@ class Safety:
 
 @dataclass
 class Plan:
-    fleet: str
-    zone: str
-    provider: str
+    """Changes of any kinds in one list, with one checksum (the fleet-wide plan)."""
+
     changes: list[Change] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
-    owned: int = 0  # record sets the fleet owns in the zone now (marks not counted)
-    serial: int | None = None  # the zone's SOA serial when it was read
-    _checksum: str | None = field(default=None, repr=False)
 
-    @property
-    def record_changes(self) -> list[Change]:
-        return [change for change in self.changes if not change.mark]
-
-    def counts(self) -> dict[str, int]:
-        counts = {CREATE: 0, UPDATE: 0, DELETE: 0}
-        for change in self.changes:
-            if not change.mark:
-                counts[change.action] += 1
-        return counts
-
-    @property
-    def risky(self) -> int:
-        counts = self.counts()
-        return counts[UPDATE] + counts[DELETE]
-
-    def unsafe(self, safety: Safety) -> str | None:
-        return safety.verdict(self.risky, self.owned)
+    def counts(self, kind: str | None = None) -> dict[str, int]:
+        return counts(change.action for change in self.changes if kind is None or change.kind == kind)
 
     @property
     def checksum(self) -> str:
-        """sha256 (first 16 hex digits) of the fleet, the zone and every change, before and after."""
-        if self._checksum is None:
-            digest = hashlib.sha256(f"cozyops-dns-plan 1\n{self.fleet}\n{self.zone}\n".encode())
-            for change in sorted(self.changes):
-                digest.update(repr(tuple(change)).encode())
-                digest.update(b"\n")
-            self._checksum = digest.hexdigest()[:16]
-        return self._checksum
-
-    def to_json(self) -> dict:
-        return {
-            "fleet": self.fleet,
-            "zone": self.zone,
-            "provider": self.provider,
-            "serial": self.serial,
-            "checksum": self.checksum,
-            "summary": {**self.counts(), "conflicts": len(self.conflicts), "owned": self.owned},
-            "changes": [change.to_json(self.zone) for change in self.changes],
-            "conflicts": [conflict.to_json(self.zone) for conflict in self.conflicts],
-        }
+        return checksum(["cozyops-plan 1"], sorted(repr(tuple(change)) for change in self.changes))

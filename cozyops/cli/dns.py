@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cozyops import inventory
 from cozyops.cli.render import emit_json, err_console
 from cozyops.dns.manager import ApplyReport, DnsManager
+from cozyops.dns.plan import CREATE, DELETE, Change, Plan
 from cozyops.dns.propagation import ServerReport
 from cozyops.errors import CozyopsError
-from cozyops.plan import CREATE, DELETE, Change, Plan
 
 app = typer.Typer(
     help="""The fleet's DNS records: every instance's name and app subdomains (nested or flat), CAA
@@ -68,6 +68,23 @@ def _print_plan(plan: Plan, where: str) -> None:
     if len(lines) > SHOWN:
         print(f"  ... and {len(lines) - SHOWN} more (--json lists them all)")
     _print_conflicts(plan)
+    _print_malformed(plan.malformed, plan.zone)
+
+
+def _print_malformed(marks: list, zone: str) -> None:
+    from cozyops.dns.records import fqdn
+
+    for mark in marks[:SHOWN]:
+        err_console.print(
+            f"! malformed ownership mark {fqdn(mark.name, zone)} TXT (owner {mark.owner}): {mark.problem}; "
+            "ignored (remove it)", style="yellow", highlight=False, markup=False, soft_wrap=True)
+    if len(marks) > SHOWN:
+        err_console.print(f"! ... and {len(marks) - SHOWN} more malformed ownership marks", style="yellow",
+                          soft_wrap=True)
+
+
+def _malformed_problem(marks: list) -> str:
+    return f"{len(marks)} malformed ownership mark(s) ignored: remove them from the zone"
 
 
 def _print_conflicts(plan: Plan) -> None:
@@ -207,6 +224,7 @@ def _report_json(report: ApplyReport) -> dict:
             for batch in report.result.failed
         ],
         "conflicts": [conflict.to_json(the_plan.zone) for conflict in the_plan.conflicts],
+        "malformed": [mark.to_json(the_plan.zone) for mark in the_plan.malformed],
         "propagation": {
             "waited": report.waited,
             "ok": report.propagated,
@@ -241,6 +259,8 @@ def _exit_status(report: ApplyReport) -> None:
         problems.append("not yet served by " + ", ".join(late))
     if plan.conflicts:
         problems.append(f"{len(plan.conflicts)} record(s) not written: they belong to another owner")
+    if plan.malformed:
+        problems.append(_malformed_problem(plan.malformed))
     if problems:
         raise CozyopsError(f"dns apply for zone {plan.zone}", "; ".join(problems))
 
@@ -249,7 +269,8 @@ def _exit_status(report: ApplyReport) -> None:
 def check(fleet: Path = FleetOption, json: bool = JsonOption) -> None:
     """Ask every authoritative server of the zone for every record the fleet needs.
 
-    The servers are the zone's NS records, or cozy_dns.nameservers. Exit 1 unless all serve all.
+    The servers are the zone's NS records, or cozy_dns.nameservers. Exit 1 unless all serve all,
+    or when the zone holds malformed ownership marks (they are ignored; `dns plan` lists them too).
     """
     manager = _manager(fleet)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -260,14 +281,23 @@ def check(fleet: Path = FleetOption, json: bool = JsonOption) -> None:
             progress.update(task, completed=done, total=total)
 
         reports = manager.check(advance)
+        malformed = manager.malformed_marks()
     ok = bool(reports) and all(report.ok for report in reports)
+    zone = manager.fleet.zone
     if json:
-        emit_json({"fleet": manager.fleet.name, "zone": manager.fleet.zone, "ok": ok,
-                   "records": len(manager.desired()), "servers": [report.to_json() for report in reports]})
+        emit_json({"fleet": manager.fleet.name, "zone": zone, "ok": ok,
+                   "records": len(manager.desired()), "servers": [report.to_json() for report in reports],
+                   "malformed": [mark.to_json(zone) for mark in malformed]})
     else:
-        err_console.print(f"zone {manager.fleet.zone}: {len(manager.desired())} record sets on "
+        err_console.print(f"zone {zone}: {len(manager.desired())} record sets on "
                           f"{len(reports)} authoritative servers", highlight=False, soft_wrap=True)
         _server_lines(reports)
+        _print_malformed(malformed, zone)
+    problems = []
     if not ok:
         bad = [f"{r.name} ({r.address})" for r in reports if not r.ok] or ["no server"]
-        raise CozyopsError(f"dns check for zone {manager.fleet.zone}", "not served as planned by " + ", ".join(bad))
+        problems.append("not served as planned by " + ", ".join(bad))
+    if malformed:
+        problems.append(_malformed_problem(malformed))
+    if problems:
+        raise CozyopsError(f"dns check for zone {zone}", "; ".join(problems))

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from cozyops import planner, state
-from cozyops.dns import propagation, providers, records
+from cozyops import state
+from cozyops.dns import planner, propagation, providers, records
 from cozyops.dns.challenge import ChallengeWriter
+from cozyops.dns.plan import CREATE, UPDATE, Plan, Safety
 from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData
 from cozyops.errors import CozyopsError, UnsafePlanError
 from cozyops.model import DnsProviderKind, Fleet
-from cozyops.plan import CREATE, UPDATE, Plan, Safety
 
 
 @dataclass
@@ -184,6 +184,14 @@ class DnsManager:
         """Does every authoritative server serve every record the fleet needs?"""
         expected = propagation.expectations(self.fleet.zone, self.desired())
         return propagation.check(self.servers(), self.fleet.zone, expected, progress)
+
+    def malformed_marks(self) -> list[records.Mark]:
+        """The zone's ownership marks (any fleet's) that claim more than cozyops writes: ignored."""
+        if self.manual:
+            return []
+        if self.zone_data is None:
+            self.zone_data = self.provider().read()
+        return records.malformed_marks(self.zone_data.marks)
 
     def challenges(self) -> ChallengeWriter:
         """The writer of ACME challenge values: through the fleet's provider when it writes the

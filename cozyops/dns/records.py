@@ -22,6 +22,8 @@ instance's, or the wildcard and CAA of a parent) is claimed by one TXT record at
 ``_cozyops.<group>`` (``_cozyops`` for the apex) whose first string is ``cozyops-owner=<fleet>``
 and whose other strings list the names and types it claims (``"alice A,CAA" "*.alice A"``).
 Several fleets may hold marks at one name: each only ever adds or removes its own TXT value.
+A mark is trusted only for what cozyops writes for its group (:func:`claim_problem`); one that
+claims anything else is malformed and ignored entirely, whoever it names as owner.
 """
 
 from __future__ import annotations
@@ -244,18 +246,110 @@ class Mark(NamedTuple):
     owner: str
     claims: frozenset[tuple[str, str]]  # (name, type)
     text: str  # the TXT value, as read
+    problem: str | None = None  # why the mark is malformed (then it is ignored entirely), or None
+
+    @property
+    def group(self) -> str:
+        return group_of_mark(self.name)
+
+    def to_json(self, zone: str) -> dict:
+        return {"name": fqdn(self.name, zone), "owner": self.owner, "value": self.text, "problem": self.problem}
+
+
+# Never planned, whoever claims them: the zone's own records.
+NEVER_PLANNED = frozenset({("@", "SOA"), ("@", "NS")})
+# What a group's mark may claim, by where the name sits in the group (see the module's docstring).
+_AT_GROUP = frozenset({"A", "AAAA", "CAA"})
+_AT_WILDCARD = frozenset({"A", "AAAA"})
+_AT_CHALLENGE = frozenset({"CNAME"})
+_AT_APP_HOST = frozenset({"A", "AAAA"})
+_GROUP_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")  # a host label, as instances.yml allows them
+_FLAT_FIRST = re.compile(r"[a-z0-9]{1,63}")  # an instance's first label in flat mode: no '-'
+_APP_SLUG = re.compile(r"[a-z0-9][a-z0-9_]{0,62}")
+
+
+def group_of_mark(name: str) -> str:
+    """``_cozyops.alice`` -> ``alice``; ``_cozyops`` -> ``@``."""
+    return "@" if name == MARK_LABEL else name[len(MARK_LABEL) + 1:]
+
+
+def claim_problem(group: str, name: str, rtype: str) -> str | None:
+    """Why the mark of ``group`` may not claim ``name`` ``rtype``, or None when it may.
+
+    A group's mark claims only what cozyops writes for that group, in either subdomain mode: A,
+    AAAA and CAA at the group's name; A and AAAA at its wildcard; the CNAME of a delegated ACME
+    challenge at ``_acme-challenge.<group>``; A and AAAA at the flat-mode app hosts
+    (``alice-drive`` for the group ``alice``, ``alice-drive.team`` for ``alice.team``); and its own
+    TXT value (implied: a claim of it changes nothing). The zone's SOA and NS never.
+    """
+    if (name, rtype) in NEVER_PLANNED:
+        return f"claims {name} {rtype}: the zone's {rtype} is never planned"
+    if group != "@" and not all(_GROUP_LABEL.fullmatch(label) for label in group.split(".")):
+        return f"claims {name} {rtype}: {group} is not a name cozyops marks"
+    if name == group:
+        allowed = _AT_GROUP
+    elif name == wildcard(group):
+        allowed = _AT_WILDCARD
+    elif name == child(CHALLENGE_LABEL, group):
+        allowed = _AT_CHALLENGE
+    elif name == mark_name(group):
+        allowed = frozenset({"TXT"})
+    elif _is_app_host(group, name):
+        allowed = _AT_APP_HOST
+    else:
+        return f"claims {name} {rtype}: not a name of the group {group}"
+    if rtype not in allowed:
+        return f"claims {name} {rtype}: cozyops never writes {rtype} there"
+    return None
+
+
+def _is_app_host(group: str, name: str) -> bool:
+    """Is ``name`` a flat-mode app host of the instance ``group`` (``alice-<app>[.rest]``)?"""
+    if group == "@":
+        return False
+    first, _, rest = group.partition(".")
+    host, _, host_rest = name.partition(".")
+    prefix, dash, app = host.partition("-")
+    return (dash == "-" and host_rest == rest and prefix == first and _FLAT_FIRST.fullmatch(first) is not None
+            and _APP_SLUG.fullmatch(app) is not None)
 
 
 def parse_mark(name: str, text: str) -> Mark | None:
-    """A cozyops mark from one TXT value at ``name``, or None if the value is not one."""
+    """A cozyops mark from one TXT value at ``name``, or None if the value is not one.
+
+    A mark that claims anything its group's mark may not (:func:`claim_problem`), or holds an
+    entry that is not ``"<name> <TYPE>,..."``, comes back with its ``problem`` set and no claims:
+    it is malformed, and ignored entirely.
+    """
     strings = txt_strings(text)
     if not strings or not strings[0].startswith(OWNER_PREFIX):
         return None
+    owner = strings[0][len(OWNER_PREFIX):]
+    group = group_of_mark(name)
     claims = set()
     for entry in strings[1:]:
         claimed, _, types = entry.partition(" ")
-        claims.update((claimed, rtype) for rtype in types.split(",") if rtype)
-    return Mark(name, strings[0][len(OWNER_PREFIX):], frozenset(claims), text)
+        rtypes = types.split(",")
+        if not claimed or not all(rtypes):
+            return Mark(name, owner, frozenset(), text, f"holds {entry!r}, not '<name> <TYPE>,<TYPE>'")
+        for rtype in rtypes:
+            problem = claim_problem(group, claimed, rtype)
+            if problem:
+                return Mark(name, owner, frozenset(), text, problem)
+            if rtype != "TXT":  # its own value: the mark is that already
+                claims.add((claimed, rtype))
+    return Mark(name, owner, frozenset(claims), text)
+
+
+def malformed_marks(marks: dict[str, tuple[str, ...]]) -> list[Mark]:
+    """The malformed marks among the TXT values at mark names (``mark_index``), any owner."""
+    found = []
+    for name in sorted(marks):
+        for text in marks[name]:
+            mark = parse_mark(name, text)
+            if mark is not None and mark.problem:
+                found.append(mark)
+    return found
 
 
 def is_mark_name(name: str) -> bool:

@@ -27,9 +27,9 @@ import dns.renderer
 import dns.tsig
 
 from cozyops.dns import records
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change
 from cozyops.dns.tsig import TsigKey
 from cozyops.errors import DnsError
-from cozyops.plan import CREATE, DELETE, UPDATE, Change
 
 MAX_MESSAGE = 65535
 # Room left for the TSIG record (key name up to 255 bytes, hmac-sha512 MAC) and the question.

@@ -34,7 +34,10 @@ def run(capsys, *argv) -> str:
 
 def test_dns_plan_json_is_unchanged(capsys, fleet):
     out = run(capsys, "dns", "plan", "--json", "--fleet", str(fleet))
-    assert json.loads(out) == json.loads((FIXTURES / "golden-dns-plan.json").read_text())
+    got, golden = json.loads(out), json.loads((FIXTURES / "golden-dns-plan.json").read_text())
+    # one key added since (issue 12: marks claiming what cozyops does not write, ignored and listed)
+    assert set(got) - set(golden) == {"malformed"} and got["malformed"] == []
+    assert {key: value for key, value in got.items() if key in golden} == golden
 
 
 def test_cert_ls_json_is_unchanged_on_a_database_main_wrote(capsys, fleet):

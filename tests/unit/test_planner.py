@@ -2,9 +2,9 @@
 
 import pytest
 
-from cozyops import planner
+from cozyops.dns import planner
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan, Safety
 from cozyops.dns.records import RRset, mark_strings, txt_text
-from cozyops.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan, Safety
 
 ME, OTHER = "mine", "theirs"
 
@@ -91,11 +91,12 @@ CASES = {
         observed=zone(RRset("_acme-challenge.alice", "TXT", 60, ('"token"',))),
         records=[], marks=[], owned=0, conflicts=[("_acme-challenge.alice", "CNAME", None)],
     ),
-    "our CNAME replaced by an A: delete and create in one group": dict(
-        desired=[want("www", "A", "192.0.2.10")],
-        observed=zone(RRset("www", "CNAME", 300, ("alice.example.org.",)), marks=[(ME, "www", {"www": {"CNAME"}})]),
-        records=[(CREATE, "www", "A", ("192.0.2.10",), ()), (DELETE, "www", "CNAME", (), ("alice.example.org.",))],
-        marks=[(UPDATE, "_cozyops.www")], owned=1,
+    "challenge delegation dropped: our CNAME goes, the mark is rewritten in the same group": dict(
+        desired=[ALICE],
+        observed=zone(ALICE, RRset("_acme-challenge.alice", "CNAME", 300, ("alice.example.org.acme.example.net.",)),
+                      marks=[(ME, "alice", {"alice": {"A"}, "_acme-challenge.alice": {"CNAME"}})]),
+        records=[(DELETE, "_acme-challenge.alice", "CNAME", (), ("alice.example.org.acme.example.net.",))],
+        marks=[(UPDATE, "_cozyops.alice")], owned=2,
     ),
     "a record set claimed but gone from the zone: recreated": dict(
         desired=[ALICE, STAR], observed=zone(ALICE, marks=[MINE]),
@@ -106,7 +107,7 @@ CASES = {
         records=[(CREATE, "alice", "AAAA", ("2001:db8::10",), ())], marks=[(UPDATE, "_cozyops.alice")], owned=2,
     ),
     "another fleet's mark at the same name stays": dict(
-        desired=[], observed=zone(ALICE, marks=[(ME, "alice", {"alice": {"A"}}), (OTHER, "alice", {"x": {"A"}})]),
+        desired=[], observed=zone(ALICE, marks=[(ME, "alice", {"alice": {"A"}}), (OTHER, "alice", {"alice": {"CAA"}})]),
         records=[(DELETE, "alice", "A", (), ("192.0.2.10",))], marks=[(DELETE, "_cozyops.alice")], owned=1,
     ),
 }
@@ -129,7 +130,7 @@ def test_marks_list_exactly_what_the_fleet_writes():
 
 
 def test_a_mark_update_replaces_only_our_value():
-    observed = zone(ALICE, STAR, marks=[MINE, (OTHER, "alice", {"y": {"A"}})])
+    observed = zone(ALICE, STAR, marks=[MINE, (OTHER, "alice", {"alice": {"CAA"}})])
     plan = planner.plan_dns(ME, "example.org", "rfc2136", [ALICE], observed)
     (mark,) = [c for c in plan.changes if c.mark]
     assert mark.action == UPDATE
@@ -211,9 +212,11 @@ def test_plan_json_has_changes_and_checksum():
 
 
 def test_a_record_two_of_our_marks_claim_is_owned_once_and_kept():
-    desired = [ALICE, STAR]
-    observed = zone(ALICE, STAR, marks=[MINE, (ME, "old", {"alice": {"A"}})])
-    plan = planner.plan_dns(ME, "example.org", "rfc2136", desired, observed)
+    # Flat mode gave alice the app host alice-drive; now (nested) alice-drive is an instance.
+    host, host_star = want("alice-drive", "A", "192.0.2.10"), want("*.alice-drive", "A", "192.0.2.10")
+    mine = (ME, "alice-drive", {"alice-drive": {"A"}, "*.alice-drive": {"A"}})
+    observed = zone(host, host_star, marks=[mine, (ME, "alice", {"alice-drive": {"A"}})])
+    plan = planner.plan_dns(ME, "example.org", "rfc2136", [host, host_star], observed)
     assert plan.owned == 2
-    assert records_of(plan) == []  # alice A is still wanted (by the alice group): not deleted
-    assert marks_of(plan) == [(DELETE, "_cozyops.old")]
+    assert records_of(plan) == []  # alice-drive A is still wanted (by its own group): not deleted
+    assert marks_of(plan) == [(DELETE, "_cozyops.alice")]

@@ -9,9 +9,9 @@ import dns.update
 import pytest
 
 from cozyops.dns import tsig, wire
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change
 from cozyops.dns.providers import rfc2136
 from cozyops.errors import DnsError
-from cozyops.plan import CREATE, DELETE, UPDATE, Change
 
 ZONE = dns.name.from_text("example.org")
 KEY = tsig.generate("test-key")

@@ -28,9 +28,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cozyops.dns.plan import Change
 from cozyops.dns.records import RRset
 from cozyops.errors import CozyopsError
-from cozyops.plan import Change
 
 # cozy_dns.provider -> the module that builds it
 MODULES = {

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cozyops.dns.plan import Change
 from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData
 from cozyops.errors import CozyopsError
-from cozyops.plan import Change
 
 
 def build(zone: str, settings: object = None, batch_size: int = 1000) -> Manual:

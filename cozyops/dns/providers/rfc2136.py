@@ -30,12 +30,12 @@ import dns.xfr
 
 from cozyops.bulk import paused_gc
 from cozyops.dns import axfr, records, wire
+from cozyops.dns.plan import Change
 from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData
 from cozyops.dns.records import RRset
 from cozyops.dns.tsig import TsigKey, load_reference
 from cozyops.errors import ConfigError, DnsError
 from cozyops.model import Rfc2136Server
-from cozyops.plan import Change
 
 # An UPDATE's prerequisites did not hold: the zone changed since the plan read it.
 PREREQUISITE_RCODES = {dns.rcode.YXDOMAIN, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.NXRRSET}
@@ -168,6 +168,9 @@ class Rfc2136(Provider):
                                f"its {policy} (BIND) or acl (Knot) must grant the key {self.key.name}")
         if rcode == dns.rcode.NOTZONE:
             return self._error(f"NOTZONE: a name of the {what} is outside the zone")
+        if rcode == dns.rcode.FORMERR:
+            return self._error(f"FORMERR: the server could not parse the {what} (a name longer than 255 octets, "
+                               "or a malformed record)", "nothing of this message was applied")
         return self._error(f"{text}: {what} failed")
 
     # -- reading -------------------------------------------------------------------------------
@@ -298,7 +301,11 @@ class Rfc2136(Provider):
                 data, keyring={entry.message.keyname: entry.message.keyring}, request_mac=entry.message.tsig[0].mac,
             )
         except Exception as error:  # noqa: BLE001
-            raise fail(error, entry) from None
+            # A server that cannot parse a message answers unsigned (FORMERR): report its rcode, not the
+            # missing signature (a TSIG error the server signalled, BADKEY or BADSIG, stays as it is).
+            rcode = data[3] & 0x0F if len(data) >= 4 else dns.rcode.NOERROR
+            unsigned = rcode and not isinstance(error, dns.tsig.PeerError)
+            raise fail(self._rcode_error(rcode, "update") if unsigned else error, entry) from None
         rcode = response.rcode()
         seconds = time.monotonic() - entry.started
         if rcode == dns.rcode.NOERROR:

@@ -4,6 +4,11 @@ The ownership rule: the fleet creates records where there are none, and updates 
 the records its own marks claim. A record it wants that exists unclaimed, or claimed by another
 fleet, is a conflict: reported, never written (``adopt`` takes over unclaimed ones, never another
 fleet's).
+
+A mark is trusted only for what cozyops writes for its group (``records.claim_problem``): a mark
+claiming anything else is malformed, reported in ``Plan.malformed`` and ignored entirely (its
+claims count for no one, it is neither updated nor deleted). The zone's SOA and NS are never
+planned.
 """
 
 from __future__ import annotations
@@ -12,12 +17,8 @@ from collections import defaultdict
 
 from cozyops.bulk import paused_gc
 from cozyops.dns import records
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan
 from cozyops.dns.records import RRset
-from cozyops.plan import CREATE, DELETE, UPDATE, Change, Conflict, Plan
-
-
-def _group_of_mark(name: str) -> str:
-    return "@" if name == records.MARK_LABEL else name[len(records.MARK_LABEL) + 1:]
 
 
 def mark_text(owner: str, keys) -> str:
@@ -83,12 +84,16 @@ def plan_dns(
     ours: dict[tuple[str, str], str] = {}  # claimed by a mark of ours that is not matched -> its name
     our_marks: dict[str, list[records.Mark]] = defaultdict(list)
     theirs: dict[tuple[str, str], str] = {}
+    malformed: list[records.Mark] = []
     for name, values in mark_values.items():
         for text in values:
             if (name, text) in matched:
                 continue
             mark = records.parse_mark(name, text)
             if mark is None:
+                continue
+            if mark.problem:
+                malformed.append(mark)
                 continue
             if mark.owner == fleet:
                 our_marks[name].append(mark)
@@ -160,7 +165,7 @@ def plan_dns(
         if have is None:
             continue
         present.append(key)
-        group = _group_of_mark(mark)
+        group = records.group_of_mark(mark)
         if not any(record[:2] == key for record in groups.get(group, ())):
             unwanted.append((key, have, group))
     if present or unwanted:  # one pass over the records, for these names only
@@ -168,12 +173,16 @@ def plan_dns(
         elsewhere = {record[:2]: record.group for record in desired if record.name in names}
         # Counted once: a record a matched group's mark also claims was counted with that group.
         owned += sum(1 for key in present if elsewhere.get(key) not in matched_groups)
+        # Never deleted: a record another fleet's mark claims too (whose it is is not clear).
         changes.extend(Change(DELETE, key[0], key[1], None, (), have.ttl, have.values, group)
-                       for key, have, group in unwanted if key not in elsewhere)
+                       for key, have, group in unwanted if key not in elsewhere and key not in theirs)
     for name, existing in our_marks.items():  # groups the fleet no longer has
-        group = _group_of_mark(name)
+        group = records.group_of_mark(name)
         changes.extend(Change(DELETE, name, "TXT", None, (), None, (mark.text,), group, True) for mark in existing)
-    return Plan(fleet, zone, provider, changes, conflicts, owned, serial)
+    if any((change.name, change.rtype) in records.NEVER_PLANNED for change in changes):  # whatever asked for it
+        changes = [change for change in changes if (change.name, change.rtype) not in records.NEVER_PLANNED]
+    malformed.sort(key=lambda mark: (mark.name, mark.text))
+    return Plan(fleet, zone, provider, changes, conflicts, owned, serial, malformed=malformed)
 
 
 def _mark_changes(fleet: str, group: str, kept: list[tuple[str, str]], existing: list[records.Mark],
