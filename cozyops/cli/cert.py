@@ -183,8 +183,8 @@ def _deploy(manager: CertManager, names: list[str], servers: list[str] | None, q
     one nginx reload), a few servers at once."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from cozyops.stack.connect import connect
     from cozyops.tls import deploy as tls
-    from cozyops.transport import fleet as hosts
 
     fleet, acme, store = manager.fleet, manager.acme, manager.store
     unknown = sorted(set(servers or ()) - set(fleet.servers))
@@ -206,8 +206,8 @@ def _deploy(manager: CertManager, names: list[str], servers: list[str] | None, q
     def to_server(server: str) -> list[tuple[tls.Item, tls.Deployed | CozyopsError]]:
         items = work[server]
         try:
-            with hosts.transport(fleet.root, server) as transport:
-                outcomes = tls.deploy_many(transport, items, acme.deploy_dir, acme.nginx_reload)
+            with connect(fleet, fleet.servers[server]) as stack:
+                outcomes = tls.deploy_many(stack.transport, items, acme.deploy_dir, acme.nginx_reload)
         except CozyopsError as error:
             outcomes = [error] * len(items)
         return list(zip(items, outcomes, strict=True))

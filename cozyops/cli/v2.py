@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import typer
@@ -180,7 +179,7 @@ def import_(
                                   scratch=importer.scratch_dir(), progress=step, export_id=export_id,
                                   checksums=found.checksums).run()
 
-            _import(the_fleet, root, server, str(export), found.file_bytes, report, ledger, run)
+            _import(the_fleet, server, str(export), found.file_bytes, report, ledger, run)
         finally:
             ledger.close()
     _render(report, json)
@@ -212,7 +211,7 @@ def _import_couch(url: str, to: str, server: str | None, directory: str, resume:
                     couchimport.CouchImporter(source, plan, target, ledger, report, directory=directory,
                                               scratch=importer.scratch_dir(), progress=step).run()
 
-                _import(the_fleet, root, server, source.display, plan.inspection.file_bytes, report, ledger, run)
+                _import(the_fleet, server, source.display, plan.inspection.file_bytes, report, ledger, run)
             finally:
                 ledger.close()
     _render(report, json)
@@ -236,40 +235,36 @@ def _servers(the_fleet, to: str, server: str | None) -> list[str]:
     return list(the_fleet.servers)
 
 
-def _import(the_fleet, root: Path, server: str | None, source: str, needed: int, report: importer.Report,
+def _import(the_fleet, server: str | None, source: str, needed: int, report: importer.Report,
             ledger: Ledger, run) -> None:
     """Import on the instance's server; ``run(target, progress)`` does the import, ``needed``
     bytes are checked against the quota first."""
     candidates = _servers(the_fleet, report.domain, server)
     for name in candidates:
-        if _import_on(name, len(candidates) > 1, root, source, needed, report, ledger, run):
+        if _import_on(the_fleet, the_fleet.servers[name], len(candidates) > 1, source, needed, report, ledger, run):
             return
     raise CozyopsError(f"instance {report.domain}", "no server of the fleet knows it", "pass --server")
 
 
-def _import_on(name: str, searching: bool, root: Path, source: str, needed: int, report: importer.Report,
+def _import_on(the_fleet, server, searching: bool, source: str, needed: int, report: importer.Report,
                ledger: Ledger, run) -> bool:
-    from cozyops.lab import stack
-    from cozyops.stack import AdminClient, PublicClient, StackError
-    from cozyops.transport import fleet as hosts
+    from cozyops.stack import StackError
+    from cozyops.stack.connect import connect, stack_problem
 
-    with contextlib.ExitStack() as stack_:
-        ssh = stack_.enter_context(hosts.transport(root, name))
-        passphrase = stack.admin_passphrase(ssh)
-        admin_port = stack_.enter_context(ssh.forward(stack.ADMIN_PORT))
-        public_port = stack_.enter_context(ssh.forward(stack.PUBLIC_PORT))
-        admin = AdminClient(admin_port.url, passphrase)
-        stack_.callback(admin.close)
+    with connect(the_fleet, server) as stack:
         try:
-            admin.instance(report.domain)
+            stack.admin.instance(report.domain)
         except StackError as error:
             if error.status == 404 and searching:
                 return False
-            raise CozyopsError(f"instance {report.domain}", f"not found on server {name}") from None
-        importer.check_quota(admin.disk_usage(report.domain),
-                             max(needed - ledger.imported_bytes(), 0), report.domain)
-        public = PublicClient(public_port.url, report.domain)
-        stack_.callback(public.close)
+            raise stack_problem(error, server.name, report.domain) from None
+        try:
+            usage = stack.admin.disk_usage(report.domain)
+        except StackError as error:
+            raise stack_problem(error, server.name, report.domain) from None
+        importer.check_quota(usage, max(needed - ledger.imported_bytes(), 0), report.domain)
+        public = stack.public(report.domain)
+        admin = stack.admin
         target = importer.Target(report.domain, public, lambda: admin.token(report.domain, importer.SCOPE))
         ledger.start(source)
         with _progress(needed, f"importing into {report.domain}") as bar:
