@@ -234,7 +234,7 @@ def deploy_fleet(fleet: Fleet, store: CertStore, specs: Iterable[CertSpec], serv
     certificates share one ``cozy_acme.nginx_reload``), up to ``parallel`` servers at once.
     ``done(server, outcome)`` hears of each certificate deployed as it happens. A server that fails
     fails its certificates, not the others'."""
-    from cozyops.transport import fleet as hosts
+    from cozyops.stack.connect import connect
 
     if fleet.acme is None:
         raise CozyopsError(f"fleet {fleet.name}", "has no cozy_acme settings: nothing to deploy")
@@ -258,8 +258,8 @@ def deploy_fleet(fleet: Fleet, store: CertStore, specs: Iterable[CertSpec], serv
     def to_server(server: str) -> list[tuple[Item, Deployed | CozyopsError]]:
         items = work[server]
         try:
-            with hosts.transport(fleet.root, server) as transport:
-                outcomes: list[Deployed | CozyopsError] = list(deploy_many(transport, items, acme.deploy_dir,
+            with connect(fleet, fleet.servers[server]) as stack:
+                outcomes: list[Deployed | CozyopsError] = list(deploy_many(stack.transport, items, acme.deploy_dir,
                                                                            acme.nginx_reload))
         except CozyopsError as error:
             outcomes = [error] * len(items)

@@ -16,7 +16,8 @@ from pathlib import Path
 from cozyops import paths
 from cozyops.errors import ConfigError, CozyopsError
 from cozyops.model import Fleet
-from cozyops.stack import AdminClient, PublicClient, StackError
+from cozyops.stack import StackError
+from cozyops.stack.connect import connect, stack_problem
 from cozyops.state import Ledger, fleet_lock
 from cozyops.v2 import importer
 from cozyops.v2.tarball import Limits
@@ -153,54 +154,21 @@ def servers(fleet: Fleet, domain: str, server: str | None) -> list[str]:
     return list(fleet.servers)
 
 
-def stack_failure(error: StackError, server: str, domain: str) -> CozyopsError:
-    """A cozy-stack error as the user can act on it: the status kept, its meaning named."""
-    if error.status in (401, 403):
-        return CozyopsError(f"server {server}", f"cozy-stack refused the admin passphrase ({error.status})",
-                            "check the server's cozy_admin_passphrase_file")
-    if error.status == 404:
-        return CozyopsError(f"instance {domain}", f"not found on server {server}")
-    return CozyopsError(f"server {server}", f"cozy-stack failed: {error}")
-
-
-# Where cozy-stack's Debian package keeps the admin passphrase, and its two ports (reached through
-# the transport's port forwarding). TODO(h-inv): cozyops.stack.connect replaces _stack.
-_PASSPHRASE = "/etc/cozy/.cozy-admin-passphrase"
-_ADMIN_PORT, _PUBLIC_PORT = 6060, 8080
-
-
-@contextlib.contextmanager
-def _stack(fleet: Fleet, name: str, domain: str) -> Iterator[tuple[AdminClient, PublicClient]]:
-    """The admin client and ``domain``'s public client of the server's cozy-stack (over the
-    server's transport), all closed after."""
-    from cozyops.transport import fleet as hosts
-
-    with contextlib.ExitStack() as opened:
-        transport = opened.enter_context(hosts.transport(fleet.root, name))
-        passphrase = transport.run(["cat", _PASSPHRASE]).check(transport.name).text.strip()
-        admin_port = opened.enter_context(transport.forward(_ADMIN_PORT))
-        public_port = opened.enter_context(transport.forward(_PUBLIC_PORT))
-        admin = AdminClient(admin_port.url, passphrase)
-        opened.callback(admin.close)
-        public = PublicClient(public_port.url, domain)
-        opened.callback(public.close)
-        yield admin, public
-
-
 def _import_on(fleet: Fleet, name: str, searching: bool, source: str, needed: int, report: importer.Report,
                ledger: Ledger, run: Run, progress: Progress) -> bool:
     """Import on server ``name``; False when ``searching`` and its cozy-stack does not know the domain."""
     domain = report.domain
-    with _stack(fleet, name, domain) as (admin, public):
+    with connect(fleet, fleet.servers[name]) as stack:
+        admin = stack.admin
         try:
             admin.instance(domain)
             usage = admin.disk_usage(domain)
         except StackError as error:
             if error.status == 404 and searching:
                 return False
-            raise stack_failure(error, name, domain) from None
+            raise stack_problem(error, name, domain) from None
         importer.check_quota(usage, max(needed - ledger.imported_bytes(), 0), domain)
-        target = importer.Target(domain, public, lambda: admin.token(domain, importer.SCOPE))
+        target = importer.Target(domain, stack.public(domain), lambda: admin.token(domain, importer.SCOPE))
         ledger.start(source)
         with progress(f"importing into {domain}", needed) as step:
             run(target, ledger, step)

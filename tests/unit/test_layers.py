@@ -51,7 +51,8 @@ BREACHES = [
     ("layers", ("cozyops.tls.manager", "cozyops.inventory")),      # an orchestrator reading the fleet's files
     ("layers", ("cozyops.v2.importer", "cozyops.tls.store")),      # the orchestrators are independent
     ("layers", ("cozyops.transport.ssh", "cozyops.v2.importer")),  # a seam knows no orchestrator
-    ("layers", ("cozyops.state", "cozyops.stack.http")),           # the seams are independent
+    ("layers", ("cozyops.state", "cozyops.transport.ssh")),        # the state and the transport are independent
+    ("layers", ("cozyops.transport.ssh", "cozyops.stack.http")),   # the transport knows no cozy-stack
     ("seams", ("cozyops.dns.wire", "cozyops.tls.manager")),
     ("seams", ("cozyops.tls.acmenet", "cozyops.tls.solver")),
     ("pure-core", ("cozyops.plan", "socket")),

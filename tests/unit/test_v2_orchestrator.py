@@ -1,6 +1,6 @@
-"""The v2 import's orchestration without a server: the server chosen, cozy-stack's errors named by
-their status, progress reported through the callback, a started import refused without --resume
-before any server is reached. (With the lab's servers: tests/integration/test_v2_*.py.)"""
+"""The v2 import's orchestration without a server: the server chosen, progress reported through
+the callback, a started import refused without --resume before any server is reached. (With the
+lab's servers: tests/integration/test_v2_*.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from cozyops import inventory, paths
 from cozyops.errors import ConfigError, CozyopsError
-from cozyops.stack import StackError
 from cozyops.state import Ledger
 from cozyops.v2 import importer, orchestrator
 from cozyops.v2.tarball import Limits
@@ -33,21 +32,6 @@ def test_the_server_asked_for_else_the_instances_else_every_one(fleet):
     assert sorted(orchestrator.servers(fleet, "bob.example.org", None)) == ["h1", "h2"]
     with pytest.raises(ConfigError, match="--server h9"):
         orchestrator.servers(fleet, "alice.example.org", "h9")
-
-
-@pytest.mark.parametrize(("status", "where", "words"), [
-    (401, "server h1", "refused the admin passphrase (401)"),
-    (403, "server h1", "refused the admin passphrase (403)"),
-    (404, "instance alice.example.org", "not found on server h1"),
-    (500, "server h1", "cozy-stack failed: "),
-    (502, "server h1", "cozy-stack failed: "),
-])
-def test_a_stack_error_keeps_its_status(status, where, words):
-    failure = orchestrator.stack_failure(StackError("GET /instances/alice", status, "Boom", "detail"), "h1",
-                                         "alice.example.org")
-    assert str(failure).startswith(where) and words in str(failure)
-    if status >= 500:
-        assert str(status) in str(failure)
 
 
 def recorder(calls):
