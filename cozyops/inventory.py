@@ -12,11 +12,13 @@ instances[3].server: ...``); nothing is read half-way.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import ipaddress
 import json
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from cozyops.model import (
     DEFAULT_UNSAFE_PERCENT,
     AcmeSettings,
     ChallengeDelegation,
+    Connection,
     DnsProviderKind,
     DnsSettings,
     Fleet,
@@ -157,24 +160,39 @@ class _Vars:
         return self.items.get(key)
 
 
-def _group_vars_files(root: Path, group: str) -> list[tuple[Path, str]]:
-    """``group_vars/<group>.yml`` (or .yaml), then ``group_vars/<group>/*.yml`` sorted."""
+def _vars_files(root: Path, folder: str, name: str) -> list[tuple[Path, str]]:
+    """The variable files Ansible's host_group_vars plugin reads for ``name``: the first of
+    ``<folder>/<name>`` (a file, or a directory read recursively in sorted order), ``<name>.yml``,
+    ``<name>.yaml``, ``<name>.json``."""
+    base = root / folder
+    for suffix in ("", ".yml", ".yaml", ".json"):
+        path = base / f"{name}{suffix}"
+        if path.is_dir():
+            return _dir_vars_files(root, path)
+        if path.exists():
+            return [(path, str(path.relative_to(root)))]
+    return []
+
+
+def _dir_vars_files(root: Path, directory: Path) -> list[tuple[Path, str]]:
     found = []
-    for suffix in (".yml", ".yaml"):
-        path = root / "group_vars" / f"{group}{suffix}"
-        if path.is_file():
-            found.append((path, f"group_vars/{group}{suffix}"))
-    directory = root / "group_vars" / group
-    if directory.is_dir():
-        for path in sorted(directory.iterdir()):
-            if path.suffix in (".yml", ".yaml") and path.is_file():
-                found.append((path, f"group_vars/{group}/{path.name}"))
+    for path in sorted(directory.iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or path.name.endswith("~"):
+            continue
+        if path.is_dir() and not path.suffix:
+            found += _dir_vars_files(root, path)
+        elif path.is_file() and path.suffix in ("", ".yml", ".yaml", ".json"):
+            found.append((path, str(path.relative_to(root))))
     return found
 
 
-def _load_group_vars(root: Path, group: str, into: _Vars) -> None:
-    for path, label in _group_vars_files(root, group):
+def _load_vars_files(root: Path, folder: str, name: str, into: _Vars) -> None:
+    for path, label in _vars_files(root, folder, name):
         into.merge(_mapping(_read_yaml(path, label), label, "the file"), label)
+
+
+def _load_group_vars(root: Path, group: str, into: _Vars) -> None:
+    _load_vars_files(root, "group_vars", group, into)
 
 
 @dataclass
@@ -183,40 +201,108 @@ class _Host:
     vars: _Vars
 
 
-def _hosts(root: Path, all_vars: _Vars) -> dict[str, _Host]:
-    label = "hosts.yml"
-    path = root / label
-    if not path.exists() and (root / "hosts.yaml").exists():
-        path, label = root / "hosts.yaml", "hosts.yaml"
-    data = _read_yaml(path, label, required=False)
+@dataclass
+class _Group:
+    name: str
+    vars: _Vars
+    parents: set[str]
+    depth: int = 0
+
+
+def _host_pattern(pattern: str, label: str, where: str) -> tuple[str, int | None]:
+    """A host entry of the YAML inventory: ``name`` or ``name:port`` (ranges are refused)."""
+    if "[" in pattern:
+        raise ConfigError(label, f"{where}: host ranges like {pattern!r} are not supported; list the hosts")
+    if pattern.count(":") == 1:
+        name, port = pattern.split(":")
+        if port.isdigit():
+            return name, int(port)
+    return pattern, None
+
+
+def _hosts(root: Path, label: str, data: Any, all_files: _Vars) -> dict[str, _Host]:
+    """Every host of hosts.yml with its variables, merged in the order Ansible applies them
+    (``ansible-inventory --host``, Ansible's default precedence): all's vars in hosts.yml, the
+    vars of the host's groups in hosts.yml (parents before children: by depth, then
+    ansible_group_priority, then name), group_vars/all, group_vars/<group> in that same order, the
+    host's own vars in hosts.yml, host_vars/<host>. ``all_files``: group_vars/all's variables."""
     if data is None:
         return {}
-    data = _mapping(data, label, "the file")
-    hosts: dict[str, _Host] = {}
+    groups: dict[str, _Group] = {"all": _Group("all", _Vars(), set())}
+    own: dict[str, _Vars] = {}  # each host's own vars in hosts.yml, in document order
+    member: dict[str, set[str]] = {}  # each host's groups (direct)
 
-    def walk(group: str, body: Any, inherited: _Vars, where: str) -> None:
+    def walk(group: str, body: Any, parent: str | None, where: str) -> None:
+        entry = groups.setdefault(group, _Group(group, _Vars(), set()))
+        if parent is not None:
+            entry.parents.add(parent)
         body = _mapping(body, label, where)
-        group_vars = inherited.copy()
-        if group != "all":  # all's vars were merged (with group_vars/all.yml) by the caller
-            group_vars.merge(_mapping(body.get("vars"), label, f"{where}.vars"), label)
-            _load_group_vars(root, group, group_vars)
-        for host, host_body in _mapping(body.get("hosts"), label, f"{where}.hosts").items():
-            host = str(host)
-            entry = hosts.setdefault(host, _Host(host, group_vars.copy()))
-            if entry.vars is not group_vars:
-                for key, setting in group_vars.items.items():
-                    entry.vars.items.setdefault(key, setting)
-            entry.vars.merge(_mapping(host_body, label, f"{where}.hosts.{host}"), label)
-        for child, child_body in _mapping(body.get("children"), label, f"{where}.children").items():
-            walk(str(child), child_body, group_vars, f"{where}.children.{child}")
+        entry.vars.merge(_mapping(body.get("vars"), label, f"{where}.vars"), label)
+        for key, value in body.items():
+            if key == "children":
+                for child, child_body in _mapping(value, label, f"{where}.children").items():
+                    walk(str(child), child_body, group, f"{where}.children.{child}")
+            elif key == "hosts":
+                for pattern, host_body in _mapping(value, label, f"{where}.hosts").items():
+                    host, port = _host_pattern(str(pattern), label, f"{where}.hosts")
+                    host_vars = own.setdefault(host, _Vars())
+                    member.setdefault(host, set()).add(group)
+                    if port is not None:
+                        host_vars.merge({"ansible_port": port}, label)
+                    host_vars.merge(_mapping(host_body, label, f"{where}.hosts.{pattern}"), label)
 
-    walk("all", data.get("all", data), all_vars, "all")
-    for host in hosts.values():
-        for suffix in (".yml", ".yaml"):
-            host_file = root / "host_vars" / f"{host.name}{suffix}"
-            if host_file.is_file():
-                file_label = f"host_vars/{host.name}{suffix}"
-                host.vars.merge(_mapping(_read_yaml(host_file, file_label), file_label, "the file"), file_label)
+    for group, body in data.items():
+        walk(str(group), body, None, str(group))
+    groups.setdefault("ungrouped", _Group("ungrouped", _Vars(), {"all"}))
+    for group in groups.values():
+        if group.name != "all" and not group.parents:
+            group.parents.add("all")
+    for direct in member.values():
+        if direct <= {"all"}:
+            direct.add("ungrouped")
+
+    def depth(name: str, seen: tuple[str, ...]) -> int:
+        if name in seen:
+            raise ConfigError(label, f"group {name}: is its own ancestor ({' > '.join((*seen, name))})")
+        group = groups[name]
+        if name == "all":
+            return 0
+        group.depth = max(depth(parent, (*seen, name)) + 1 for parent in group.parents)
+        return group.depth
+
+    for name in groups:
+        depth(name, ())
+
+    def ancestors(name: str) -> set[str]:
+        found = {name}
+        for parent in groups[name].parents:
+            found |= ancestors(parent)
+        return found
+
+    def priority(group: _Group) -> int:
+        setting = group.vars.get("ansible_group_priority")
+        try:
+            return int(setting.value) if setting else 1
+        except (TypeError, ValueError):
+            raise ConfigError(label, f"group {group.name}: ansible_group_priority must be a number") from None
+
+    group_files: dict[str, _Vars] = {}
+    hosts: dict[str, _Host] = {}
+    for name in member:
+        chain = sorted((groups[g] for g in set().union(*(ancestors(g) for g in member[name])) if g != "all"),
+                       key=lambda g: (g.depth, priority(g), g.name))
+        merged = groups["all"].vars.copy()
+        for group in chain:
+            merged.items.update(group.vars.items)
+        merged.items.update(all_files.items)
+        for group in chain:
+            if group.name not in group_files:
+                group_files[group.name] = _Vars()
+                _load_group_vars(root, group.name, group_files[group.name])
+            merged.items.update(group_files[group.name].items)
+        merged.items.update(own[name].items)
+        _load_vars_files(root, "host_vars", name, merged)
+        hosts[name] = _Host(name, merged)
     return hosts
 
 
@@ -412,22 +498,128 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
                         deploy_dir)
 
 
-def _server(host: _Host) -> Server:
-    def value(key: str) -> tuple[Any, str] | None:
-        setting = host.vars.get(key)
-        return (setting.value, setting.source) if setting and setting.value not in (None, "") else None
+_TRUE = {"y", "yes", "on", "1", "true", "t"}
+_FALSE = {"n", "no", "off", "0", "false", "f"}
+
+
+def _boolean(value: Any, label: str, key: str) -> bool:
+    """A boolean as Ansible reads one (its ``boolean()`` filter)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if isinstance(value, int | float | str) and (text in _TRUE or text in _FALSE or text in ("1.0", "0.0")):
+        return text in _TRUE or text == "1.0"
+    raise ConfigError(label, f"{key}: {value!r} is not a boolean (yes/no, true/false)")
+
+
+def _local_path(root: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _ssh_config(root: Path, args: str, label: str, key: str) -> Path | None:
+    """The ``-F`` file of ``ansible_ssh_common_args`` (``-F FILE`` or ``-FFILE``)."""
+    try:
+        words = shlex.split(args)
+    except ValueError as error:
+        raise ConfigError(label, f"{key}: cannot be split into arguments ({error})") from None
+    for index, word in enumerate(words):
+        if word == "-F":
+            if index + 1 == len(words):
+                raise ConfigError(label, f"{key}: -F without a file")
+            return _local_path(root, words[index + 1])
+        if word.startswith("-F"):
+            return _local_path(root, word[2:])
+    return None
+
+
+def _ssh_config_lookup(path: Path, host: str, label: str, key: str) -> dict:
+    """What OpenSSH's ``ssh -F path host`` would take from that file (paramiko's reader)."""
+    import paramiko
+
+    try:
+        config = paramiko.SSHConfig.from_path(str(path))
+    except FileNotFoundError:
+        raise ConfigError(label, f"{key}: the ssh_config {path} does not exist") from None
+    except OSError as error:
+        raise ConfigError(label, f"{key}: the ssh_config {path}: {error.strerror}") from None
+    except Exception as error:  # paramiko's parser raises plain exceptions on bad lines
+        raise ConfigError(label, f"{key}: the ssh_config {path} cannot be read ({error})") from None
+    try:
+        return dict(config.lookup(host))
+    except Exception as error:
+        raise ConfigError(label, f"{key}: the ssh_config {path}: {error}") from None
+
+
+_CONNECTIONS = {"ssh": Connection.SSH, "paramiko": Connection.SSH, "paramiko_ssh": Connection.SSH,
+                "smart": Connection.SSH, "local": Connection.LOCAL}
+
+
+def _server(root: Path, host: _Host) -> Server:
+    def value(*keys: str) -> tuple[Any, str, str] | None:
+        """The first of ``keys`` the host has (Ansible's name, then its older alias)."""
+        for key in keys:
+            setting = host.vars.get(key)
+            if setting and setting.value not in (None, ""):
+                if isinstance(setting.value, str) and "{{" in setting.value:
+                    raise ConfigError(setting.source, f"host {host.name}: {key}: templates ({{{{ }}}}) are not "
+                                      "supported in connection settings; write the value")
+                return setting.value, setting.source, f"host {host.name}: {key}"
+        return None
 
     ipv4 = ipv6 = None
     if found := value("cozy_public_ipv4"):
-        ipv4 = _ipv4(found[0], found[1], f"host {host.name}: cozy_public_ipv4")
+        ipv4 = _ipv4(found[0], found[1], found[2])
     elif found := value("ansible_host"):
         try:
             ipv4 = str(ipaddress.IPv4Address(str(found[0]).strip()))
         except ValueError:
             ipv4 = None
     if found := value("cozy_public_ipv6"):
-        ipv6 = _ipv6(found[0], found[1], f"host {host.name}: cozy_public_ipv6")
-    return Server(host.name, ipv4, ipv6)
+        ipv6 = _ipv6(found[0], found[1], found[2])
+
+    connection = Connection.SSH
+    if found := value("ansible_connection"):
+        text = str(found[0]).strip().lower()
+        if text not in _CONNECTIONS:
+            raise ConfigError(found[1], f"{found[2]}: {found[0]!r} is not supported (ssh, paramiko or local)")
+        connection = _CONNECTIONS[text]
+    address = _string(found[0], found[1], found[2]) if (found := value("ansible_host", "ansible_ssh_host")) else None
+    ssh_config = None
+    config: dict = {}
+    if found := value("ansible_ssh_common_args"):
+        ssh_config = _ssh_config(root, str(found[0]), found[1], found[2])
+        if ssh_config is not None and connection is Connection.SSH:
+            config = _ssh_config_lookup(ssh_config, address or host.name, found[1], found[2])
+    if found := value("ansible_port", "ansible_ssh_port"):
+        port = _number(int(found[0]) if str(found[0]).isdigit() else found[0], found[1], found[2], int, 1, 65535)
+    else:
+        port = int(config["port"]) if str(config.get("port", "")).isdigit() else 22
+    if found := value("ansible_user", "ansible_ssh_user"):
+        user = _string(found[0], found[1], found[2])
+    else:
+        user = str(config.get("user") or getpass.getuser())
+    key_file = None
+    key_source = "hosts.yml"
+    if found := value("ansible_ssh_private_key_file", "ansible_private_key_file"):
+        key_file, key_source = _local_path(root, _string(found[0], found[1], found[2])), f"{found[1]}: {found[2]}"
+    elif config.get("identityfile"):
+        key_file, key_source = Path(config["identityfile"][0]).expanduser(), f"{ssh_config}: IdentityFile"
+    known_hosts = None
+    if connection is Connection.SSH:
+        if found := value("cozy_known_hosts"):
+            known_hosts = _local_path(root, _string(found[0], found[1], found[2]))
+        elif (config.get("userknownhostsfile") or "").split():
+            known_hosts = Path(config["userknownhostsfile"].split()[0]).expanduser()
+        else:  # OpenSSH's default when the ssh_config (or its absence) says nothing
+            known_hosts = Path("~/.ssh/known_hosts").expanduser()
+    become = _boolean(found[0], found[1], found[2]) if (found := value("ansible_become")) else False
+    passphrase = None
+    if found := value("cozy_admin_passphrase_file"):
+        passphrase = _secret_file(root, found[0], found[1], found[2])
+    return Server(host.name, ipv4, ipv6, connection=connection, host=address, port=port, user=user,
+                  key_file=key_file, ssh_config=ssh_config, known_hosts=known_hosts, become=become,
+                  admin_passphrase_file=passphrase, key_file_source=key_source)
 
 
 def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Server]) -> tuple[Instance, ...]:
@@ -554,13 +746,16 @@ def _refuse_flat_app_host(items: list, index: int, domain: str, label: str) -> N
 def load(root: Path) -> Fleet:
     """Read the fleet directory ``root`` into a :class:`Fleet`."""
     root = root.resolve()
+    hosts_label = "hosts.yml"
+    if not (root / hosts_label).exists() and (root / "hosts.yaml").exists():
+        hosts_label = "hosts.yaml"
+    hosts_data = _mapping(_read_yaml(root / hosts_label, hosts_label, required=False), hosts_label, "the file")
     all_vars = _Vars()
-    hosts_data = _read_yaml(root / "hosts.yml", "hosts.yml", required=False)
-    if isinstance(hosts_data, dict):
-        all_group = hosts_data.get("all", hosts_data)
-        if isinstance(all_group, dict):
-            all_vars.merge(_mapping(all_group.get("vars"), "hosts.yml", "all.vars"), "hosts.yml")
-    _load_group_vars(root, "all", all_vars)
+    all_group = _mapping(hosts_data.get("all"), hosts_label, "all")
+    all_vars.merge(_mapping(all_group.get("vars"), hosts_label, "all.vars"), hosts_label)
+    all_files = _Vars()
+    _load_group_vars(root, "all", all_files)
+    all_vars.items.update(all_files.items)
     default_label = "group_vars/all.yml"
 
     zone_setting = _required(all_vars, "cozy_zone", default_label)
@@ -584,6 +779,6 @@ def load(root: Path) -> Fleet:
 
     dns = _dns(root, _required(all_vars, "cozy_dns", default_label), zone)
     acme = _acme(root, all_vars.get("cozy_acme"))
-    servers = {host.name: _server(host) for host in _hosts(root, all_vars).values()}
+    servers = {host.name: _server(root, host) for host in _hosts(root, hosts_label, hosts_data, all_files).values()}
     instances = _instances(root, zone, mode, servers)
     return Fleet(name, root, zone, mode, dns, acme, servers, instances)

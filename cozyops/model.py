@@ -43,11 +43,37 @@ class DnsProviderKind(enum.StrEnum):
     MANUAL = "manual"
 
 
+class Connection(enum.StrEnum):
+    SSH = "ssh"  # paramiko (Ansible's ssh and paramiko connections both land here)
+    LOCAL = "local"  # cozyops runs on the server itself
+
+
+DEBIAN_PASSPHRASE_FILE = "/etc/cozy/.cozy-admin-passphrase"  # Debian's clear copy of the admin passphrase
+
+
 @dataclass(frozen=True)
 class Server:
+    """A fleet server: its public addresses (DNS) and how cozyops reaches it (the settings Ansible
+    would use, read with Ansible's precedence by ``inventory.py``; see docs/fleet.md)."""
+
     name: str
     ipv4: str | None
     ipv6: str | None = None
+    connection: Connection = Connection.SSH  # ansible_connection
+    host: str | None = None  # ansible_host (None: the name)
+    port: int = 22  # ansible_port
+    user: str = "root"  # ansible_user
+    key_file: Path | None = None  # ansible_ssh_private_key_file (else the ssh_config's IdentityFile)
+    ssh_config: Path | None = None  # the -F file of ansible_ssh_common_args
+    known_hosts: Path | None = None  # cozy_known_hosts, else the ssh_config's, else ~/.ssh/known_hosts
+    become: bool = False  # ansible_become
+    admin_passphrase_file: Path | None = None  # cozy_admin_passphrase_file (here); None: Debian's, on the server
+    key_file_source: str = "hosts.yml"  # the file and key that name key_file (for messages)
+
+    @property
+    def address(self) -> str:
+        """What SSH connects to: ansible_host, else the inventory name."""
+        return self.host or self.name
 
 
 @dataclass(frozen=True)

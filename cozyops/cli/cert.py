@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -14,6 +14,9 @@ from cozyops.cli.render import PlainProgress, emit_json, err_console
 from cozyops.errors import CozyopsError
 from cozyops.state import LockedError
 from cozyops.tls.manager import CertManager, CertPlan, RunResult, Status, now_utc
+
+if TYPE_CHECKING:
+    from cozyops.tls.deploy import Deployed, FleetDeployment
 
 app = typer.Typer(
     help="""The fleet's TLS certificates: one wildcard certificate per instance (nested mode:
@@ -139,7 +142,7 @@ def _run(manager: CertManager, plan: CertPlan, quiet: bool) -> RunResult:
 
 
 def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool, key: str,
-            deployed: DeployResult | None = None) -> None:
+            deployed: FleetDeployment | None = None) -> None:
     if json:
         emit_json({
             **plan.to_json(),
@@ -149,7 +152,7 @@ def _report(manager: CertManager, plan: CertPlan, result: RunResult, json: bool,
             "seconds": round(result.seconds, 3),
             "timings": {stage: round(seconds, 3) for stage, seconds in result.timings.items()},
             "certificates": {name: str(manager.store.fullchain(name)) for name in sorted(result.issued)},
-            **({"deployed": deployed.rows, "deploy_failed": deployed.failed} if deployed else {}),
+            **({"deployed": _rows(deployed), "deploy_failed": deployed.failed} if deployed else {}),
         })
     else:
         for name in sorted(result.issued):
@@ -204,60 +207,22 @@ def _issue_or_renew(fleet: Path | None, json: bool, dry_run: bool, deploy: bool,
     _report(manager, the_plan, result, json, done, deployed)
 
 
-@dataclass
-class DeployResult:
-    rows: list[dict] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # "name on server" -> why
+def _deploy(manager: CertManager, names: list[str], servers: list[str] | None, quiet: bool) -> FleetDeployment:
+    """Each certificate to the servers of its instances (tls.deploy.deploy_fleet), each one said
+    as it is done unless ``quiet``."""
+    from cozyops.tls.deploy import deploy_fleet
+
+    def said(server: str, outcome: Deployed) -> None:
+        what = "deployed, nginx reloaded, served" if outcome.changed else "unchanged, served"
+        err_console.print(f"{outcome.name} on {server}: serial {outcome.serial}, {what}",
+                          markup=False, highlight=False, soft_wrap=True)
+
+    return deploy_fleet(manager.fleet, manager.store, manager.specs(names), servers, None if quiet else said)
 
 
-def _deploy(manager: CertManager, names: list[str], servers: list[str] | None, quiet: bool) -> DeployResult:
-    """Each certificate to the servers of its instances, a server at a time (its certificates share
-    one nginx reload), a few servers at once."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from cozyops.tls import deploy as tls
-    from cozyops.transport import fleet as hosts
-
-    fleet, acme, store = manager.fleet, manager.acme, manager.store
-    unknown = sorted(set(servers or ()) - set(fleet.servers))
-    if unknown:
-        raise CozyopsError(f"server {unknown[0]}", f"is not a server of fleet {fleet.name}")
-    records = store.records()
-    result = DeployResult()
-    work: dict[str, list[tls.Item]] = {}
-    for spec in manager.specs(names):
-        if spec.name not in records:
-            result.failed[spec.name] = "not issued yet (`cozyops cert issue`)"
-            continue
-        item = tls.Item(spec.name, store.fullchain(spec.name).read_bytes(), store.privkey(spec.name).read_bytes(),
-                        spec.domains[0])
-        for server in tls.servers_of(fleet, spec):
-            if not servers or server in servers:
-                work.setdefault(server, []).append(item)
-
-    def to_server(server: str) -> list[tuple[tls.Item, tls.Deployed | CozyopsError]]:
-        items = work[server]
-        try:
-            with hosts.transport(fleet.root, server) as transport:
-                outcomes = tls.deploy_many(transport, items, acme.deploy_dir, acme.nginx_reload)
-        except CozyopsError as error:
-            outcomes = [error] * len(items)
-        return list(zip(items, outcomes, strict=True))
-
-    with ThreadPoolExecutor(max_workers=min(8, len(work) or 1)) as pool:
-        for server, pairs in zip(sorted(work), pool.map(to_server, sorted(work)), strict=True):
-            for item, outcome in pairs:
-                if isinstance(outcome, CozyopsError):
-                    result.failed[f"{item.name} on {server}"] = str(outcome)
-                    continue
-                result.rows.append({"name": item.name, "server": server, "serial": outcome.serial,
-                                    "changed": outcome.changed, "fullchain": outcome.fullchain,
-                                    "privkey": outcome.privkey})
-                if not quiet:
-                    what = "deployed, nginx reloaded, served" if outcome.changed else "unchanged, served"
-                    err_console.print(f"{item.name} on {server}: serial {outcome.serial}, {what}",
-                                      markup=False, highlight=False, soft_wrap=True)
-    return result
+def _rows(deployment: FleetDeployment) -> list[dict]:
+    return [{"name": outcome.name, "server": server, "serial": outcome.serial, "changed": outcome.changed,
+             "fullchain": outcome.fullchain, "privkey": outcome.privkey} for server, outcome in deployment.deployed]
 
 
 @app.command("deploy")
@@ -273,8 +238,8 @@ def deploy_command(names: list[str] = NamesArgument, fleet: Path = FleetOption, 
     with manager.locked("cozyops cert deploy"):
         result = _deploy(manager, names, server, json)
     if json:
-        emit_json({"deployed": result.rows, "failed": result.failed})
-    elif not result.rows and not result.failed:
+        emit_json({"deployed": _rows(result), "failed": result.failed})
+    elif not result.deployed and not result.failed:
         err_console.print("nothing to deploy: no certificate has a server", markup=False, soft_wrap=True)
     if result.failed:
         raise CozyopsError(f"{len(result.failed)} deployment(s) not done",

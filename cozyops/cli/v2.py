@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 
-from cozyops import inventory, paths
+from cozyops import inventory
 from cozyops.cli.render import emit_json, err_console
-from cozyops.errors import ConfigError, CozyopsError
-from cozyops.state import Ledger, fleet_lock
-from cozyops.v2 import importer
+from cozyops.errors import ConfigError
+from cozyops.v2 import importer, orchestrator
 from cozyops.v2.tarball import Limits
 
 app = typer.Typer(
@@ -41,42 +41,25 @@ def _limits(max_size: int, max_ratio: float) -> Limits:
         raise ConfigError("--max-size/--max-ratio", str(error)) from None
 
 
-def _progress(total: int, what: str) -> Progress:
-    return Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    TextColumn("{task.fields[items]} items"), TimeElapsedColumn(), console=err_console.rich,
-                    transient=True)
+@contextlib.contextmanager
+def _progress(what: str, total: int | None) -> Iterator[orchestrator.Step]:
+    """A progress bar on standard error while the work lasts (bytes, speed, items, time)."""
+    columns = (TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TextColumn("{task.fields[items]} items"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console.rich, transient=True) as bar:
+        task = bar.add_task(what, total=total, items=0)
+        done = [0]
 
+        def step(nbytes: int, items: int) -> None:
+            done[0] += items
+            bar.update(task, advance=nbytes, items=done[0])
 
-def _inspect(export: Path, limits: Limits) -> importer.Inspection:
-    size = export.stat().st_size if export.exists() else 0
-    with _progress(size, f"reading {export.name}") as bar:
-        task = bar.add_task("read", total=None, items=0)
-        count = [0]
-
-        def step(nbytes: int) -> None:
-            count[0] += 1
-            bar.update(task, advance=nbytes, items=count[0])
-
-        return importer.inspect(export, limits, step)
+        yield step
 
 
 def _one_source(export: Path | None, couchdb: str | None) -> None:
     if (export is None) == (couchdb is None):
         raise ConfigError("cozyops v2", "give exactly one source: an EXPORT or --couchdb URL")
-
-
-def _inspect_couch(source):
-    from cozyops.v2 import couchimport
-
-    with _progress(0, f"reading {source.display}") as bar:
-        task = bar.add_task("read", total=None, items=0)
-        count = [0]
-
-        def step(nbytes: int) -> None:
-            count[0] += 1
-            bar.update(task, advance=nbytes, items=count[0])
-
-        return couchimport.inspect_couch(source, step)
 
 
 @app.command()
@@ -86,13 +69,9 @@ def inspect(export: Path = ExportArg, couchdb: str = CouchOption, json: bool = J
     problems). Writes nothing."""
     _one_source(export, couchdb)
     if couchdb is not None:
-        from cozyops.v2.couchdb import CouchSource
-
-        with CouchSource(couchdb) as source:
-            found = _inspect_couch(source).inspection
-        label = source.display
+        label, found = orchestrator.inspect_couch(couchdb, _progress)
     else:
-        found = _inspect(export, _limits(max_size, max_ratio))
+        found = orchestrator.inspect_export(export, _limits(max_size, max_ratio), _progress)
     if json:
         emit_json(found.to_json())
         return
@@ -154,132 +133,13 @@ def import_(
         convert.destination_parts(directory)
     except ValueError as error:
         raise ConfigError("--directory", str(error)) from None
+    destination = orchestrator.Destination(to, directory, server, resume, dry_run)
+    the_fleet = None if dry_run else inventory.load(inventory.fleet_dir(fleet))
     if couchdb is not None:
-        _import_couch(couchdb, to, server, directory, resume, dry_run, json, fleet)
-        return
-    found = _inspect(export, limits)  # refuses a bad archive before anything is written
-    report = importer.Report(str(export), to, directory, dry_run=dry_run)
-    if dry_run:
-        importer.Importer(export, None, None, report, directory=directory, limits=limits,
-                          scratch=importer.scratch_dir()).run()
-        _render(report, json)
-        return
-    root = inventory.fleet_dir(fleet)
-    the_fleet = inventory.load(root)
-    export_id = importer.fingerprint(export)
-    with fleet_lock(paths.fleet_state_dir(root), the_fleet.name, f"v2 import {export.name} --to {to}"):
-        ledger = Ledger(paths.fleet_state_dir(root), export_id, to)
-        try:
-            status = ledger.status()
-            if status == "started" and not resume:
-                raise CozyopsError(f"import of {export} into {to}", "was started and did not finish",
-                                   "pass --resume to continue it")
-
-            def run(target, step) -> None:
-                importer.Importer(export, target, ledger, report, directory=directory, limits=limits,
-                                  scratch=importer.scratch_dir(), progress=step, export_id=export_id,
-                                  checksums=found.checksums).run()
-
-            _import(the_fleet, root, server, str(export), found.file_bytes, report, ledger, run)
-        finally:
-            ledger.close()
-    _render(report, json)
-
-
-def _import_couch(url: str, to: str, server: str | None, directory: str, resume: bool, dry_run: bool, json: bool,
-                  fleet: Path | None) -> None:
-    from cozyops.v2 import couchimport
-    from cozyops.v2.couchdb import CouchSource
-
-    with CouchSource(url) as source:
-        plan = _inspect_couch(source)  # refuses a database that cannot be read as v2 before anything is written
-        report = importer.Report(source.display, to, directory, dry_run=dry_run)
-        if dry_run:
-            couchimport.CouchImporter(source, plan, None, None, report, directory=directory,
-                                      scratch=importer.scratch_dir()).run()
-            _render(report, json)
-            return
-        root = inventory.fleet_dir(fleet)
-        the_fleet = inventory.load(root)
-        with fleet_lock(paths.fleet_state_dir(root), the_fleet.name, f"v2 import {source.display} --to {to}"):
-            ledger = Ledger(paths.fleet_state_dir(root), source.url.source_id, to)
-            try:
-                if ledger.status() == "started" and not resume:
-                    raise CozyopsError(f"import of {source.display} into {to}", "was started and did not finish",
-                                       "pass --resume to continue it")
-
-                def run(target, step) -> None:
-                    couchimport.CouchImporter(source, plan, target, ledger, report, directory=directory,
-                                              scratch=importer.scratch_dir(), progress=step).run()
-
-                _import(the_fleet, root, server, source.display, plan.inspection.file_bytes, report, ledger, run)
-            finally:
-                ledger.close()
-    _render(report, json)
-
-
-def _render(report: importer.Report, json: bool) -> None:
+        report = orchestrator.import_couch(the_fleet, couchdb, destination, _progress)
+    else:
+        report = orchestrator.import_export(the_fleet, export, destination, limits, _progress)
     if json:
         emit_json(report.to_json())
     else:
         _print_report(report)
-
-
-def _servers(the_fleet, to: str, server: str | None) -> list[str]:
-    if server:
-        if server not in the_fleet.servers:
-            raise ConfigError(f"--server {server}", "is not a server of the fleet")
-        return [server]
-    for instance in the_fleet.instances:
-        if instance.domain == to:
-            return [instance.server]
-    return list(the_fleet.servers)
-
-
-def _import(the_fleet, root: Path, server: str | None, source: str, needed: int, report: importer.Report,
-            ledger: Ledger, run) -> None:
-    """Import on the instance's server; ``run(target, progress)`` does the import, ``needed``
-    bytes are checked against the quota first."""
-    candidates = _servers(the_fleet, report.domain, server)
-    for name in candidates:
-        if _import_on(name, len(candidates) > 1, root, source, needed, report, ledger, run):
-            return
-    raise CozyopsError(f"instance {report.domain}", "no server of the fleet knows it", "pass --server")
-
-
-def _import_on(name: str, searching: bool, root: Path, source: str, needed: int, report: importer.Report,
-               ledger: Ledger, run) -> bool:
-    from cozyops.lab import stack
-    from cozyops.stack import AdminClient, PublicClient, StackError
-    from cozyops.transport import fleet as hosts
-
-    with contextlib.ExitStack() as stack_:
-        ssh = stack_.enter_context(hosts.transport(root, name))
-        passphrase = stack.admin_passphrase(ssh)
-        admin_port = stack_.enter_context(ssh.forward(stack.ADMIN_PORT))
-        public_port = stack_.enter_context(ssh.forward(stack.PUBLIC_PORT))
-        admin = AdminClient(admin_port.url, passphrase)
-        stack_.callback(admin.close)
-        try:
-            admin.instance(report.domain)
-        except StackError as error:
-            if error.status == 404 and searching:
-                return False
-            raise CozyopsError(f"instance {report.domain}", f"not found on server {name}") from None
-        importer.check_quota(admin.disk_usage(report.domain),
-                             max(needed - ledger.imported_bytes(), 0), report.domain)
-        public = PublicClient(public_port.url, report.domain)
-        stack_.callback(public.close)
-        target = importer.Target(report.domain, public, lambda: admin.token(report.domain, importer.SCOPE))
-        ledger.start(source)
-        with _progress(needed, f"importing into {report.domain}") as bar:
-            task = bar.add_task("import", total=needed, items=0)
-            done = [0]
-
-            def step(nbytes: int, items: int) -> None:
-                done[0] += items
-                bar.update(task, advance=nbytes, items=done[0])
-
-            run(target, step)
-        ledger.finish()
-        return True

@@ -145,19 +145,17 @@ def apt_through_proxy(lab: Lab, host: HostSpec) -> str:
 
 
 def stack_answers(lab: Lab, host: HostSpec) -> str:
-    """The host's cozy-stack double, reached as cozyops reaches a real one: SSH, then forwarded ports."""
-    from cozyops.lab import stack
-    from cozyops.stack import AdminClient, PublicClient
-    from cozyops.transport import SshTransport
+    """The host's cozy-stack double, reached as cozyops reaches a real one: the fleet's server,
+    SSH, then forwarded ports (cozyops.stack.connect)."""
+    from cozyops import inventory
+    from cozyops.stack.connect import ADMIN_PORT, PUBLIC_PORT, connect
 
-    with SshTransport(lab.ssh_target(host.name)) as ssh:
-        passphrase = stack.admin_passphrase(ssh)
-        with ssh.forward(stack.ADMIN_PORT) as admin_port, ssh.forward(stack.PUBLIC_PORT) as public_port:
-            admin = AdminClient(admin_port.url, passphrase)
-            count = len(admin.instances())
-            version = PublicClient(public_port.url, host.fqdn).version().get("version", "?")
-    return (f"{host.name}: admin API (127.0.0.1:{stack.ADMIN_PORT} over SSH) lists {count} instance(s); "
-            f"public API (127.0.0.1:{stack.PUBLIC_PORT}) version {version}")
+    fleet = inventory.load(lab.fleet_dir)
+    with connect(fleet, fleet.servers[host.name]) as stack:
+        count = len(stack.admin.instances())
+        version = stack.public(host.fqdn).version().get("version", "?")
+    return (f"{host.name}: admin API (127.0.0.1:{ADMIN_PORT} over SSH) lists {count} instance(s); "
+            f"public API (127.0.0.1:{PUBLIC_PORT}) version {version}")
 
 
 DEMO_INSTANCE = "alice"
@@ -183,25 +181,22 @@ def demo_fleet(lab: Lab) -> None:
 def instances_on_their_servers(lab: Lab) -> str:
     """Each instance of the fleet exists on its server's cozy-stack (created through the admin API)."""
     from cozyops import inventory
-    from cozyops.lab import stack
-    from cozyops.stack import AdminClient, StackError
-    from cozyops.transport import SshTransport
+    from cozyops.stack import StackError
+    from cozyops.stack.connect import connect
 
     fleet = inventory.load(lab.fleet_dir)
     created, present = [], []
     for instance in fleet.instances:
-        with SshTransport(lab.ssh_target(instance.server)) as ssh:
-            with ssh.forward(stack.ADMIN_PORT) as admin_port:
-                admin = AdminClient(admin_port.url, stack.admin_passphrase(ssh))
-                try:
-                    admin.instance(instance.domain)
-                    present.append(instance.domain)
-                except StackError as error:
-                    if error.status != 404:
-                        raise
-                    admin.create_instance(instance.domain, locale=instance.locale or "en",
-                                          email=instance.email or "", apps=list(instance.apps))
-                    created.append(f"{instance.domain} on {instance.server}")
+        with connect(fleet, fleet.servers[instance.server]) as stack:
+            try:
+                stack.admin.instance(instance.domain)
+                present.append(instance.domain)
+            except StackError as error:
+                if error.status != 404:
+                    raise
+                stack.admin.create_instance(instance.domain, locale=instance.locale or "en",
+                                            email=instance.email or "", apps=list(instance.apps))
+                created.append(f"{instance.domain} on {instance.server}")
     return f"created {', '.join(created) or 'none'}; already there: {', '.join(present) or 'none'}"
 
 

@@ -28,15 +28,16 @@ import jinja2
 
 from cozyops import paths
 from cozyops.errors import LabError
+from cozyops.model import DEBIAN_PASSPHRASE_FILE
+from cozyops.stack.connect import ADMIN_PORT, PUBLIC_PORT  # noqa: F401  (the lab's tests reach them by this name)
 from cozyops.transport.base import Transport
 
 DOUBLE_SOURCE = Path(__file__).with_name("stackdouble")
 DOUBLE_DIR = "/usr/lib/cozy-stack-double"
 POUCHDB_DIR = "/usr/lib/cozy-pouchdb-server"
 DATABASE_SERVICE = "pouchdb-server"
-PASSPHRASE_CLEAR = "/etc/cozy/.cozy-admin-passphrase"
+PASSPHRASE_CLEAR = DEBIAN_PASSPHRASE_FILE
 PASSPHRASE_HASH = "/etc/cozy/cozy-admin-passphrase"
-ADMIN_PORT, PUBLIC_PORT = 6060, 8080
 # nodejs for pouchdb-server, python3-yaml for the double, curl as cozy-stack's package depends on
 # it, insserv so that update-rc.d orders the boot by the init scripts' dependencies (the database
 # before cozy-stack), as on a Debian server with sysvinit.

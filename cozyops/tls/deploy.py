@@ -17,8 +17,9 @@ import shlex
 import socket
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cozyops.errors import CozyopsError
 from cozyops.model import Fleet
 from cozyops.tls.policy import CertSpec
-from cozyops.tls.store import split_chain
+from cozyops.tls.store import CertStore, split_chain
 from cozyops.transport.base import Transport, TransportError
 
 REMOTE_DIR = "/etc/ssl/cozyops"
@@ -215,3 +216,62 @@ def _install(transport: Transport, todo: list[_Files]) -> dict[int, DeployError]
             refused[entry.index] = DeployError(f"certificate {entry.item.name} on {host}",
                                                f"nginx -t refuses it, the previous files are kept: {lines[0]}")
     return refused
+
+
+@dataclass
+class FleetDeployment:
+    """What a deployment to the fleet's servers did: each certificate deployed, on which server,
+    and what failed (``"name on server"`` or ``name`` -> why)."""
+
+    deployed: list[tuple[str, Deployed]] = field(default_factory=list)  # (server, outcome)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def deploy_fleet(fleet: Fleet, store: CertStore, specs: Iterable[CertSpec], servers: Sequence[str] | None = None,
+                 done: Callable[[str, Deployed], None] | None = None, parallel: int = 8) -> FleetDeployment:
+    """Each issued certificate to the servers of its instances (``servers``: only those), over
+    each server's transport, into the fleet's ``cozy_acme.deploy_dir``, a server at a time (its
+    certificates share one ``cozy_acme.nginx_reload``), up to ``parallel`` servers at once.
+    ``done(server, outcome)`` hears of each certificate deployed as it happens. A server that fails
+    fails its certificates, not the others'."""
+    from cozyops.stack.connect import connect
+
+    if fleet.acme is None:
+        raise CozyopsError(f"fleet {fleet.name}", "has no cozy_acme settings: nothing to deploy")
+    acme = fleet.acme
+    unknown = sorted(set(servers or ()) - set(fleet.servers))
+    if unknown:
+        raise CozyopsError(f"server {unknown[0]}", f"is not a server of fleet {fleet.name}")
+    records = store.records()
+    result = FleetDeployment()
+    work: dict[str, list[Item]] = {}
+    for spec in specs:
+        if spec.name not in records:
+            result.failed[spec.name] = "not issued yet (`cozyops cert issue`)"
+            continue
+        item = Item(spec.name, store.fullchain(spec.name).read_bytes(), store.privkey(spec.name).read_bytes(),
+                    spec.domains[0])
+        for server in servers_of(fleet, spec):
+            if not servers or server in servers:
+                work.setdefault(server, []).append(item)
+
+    def to_server(server: str) -> list[tuple[Item, Deployed | CozyopsError]]:
+        items = work[server]
+        try:
+            with connect(fleet, fleet.servers[server]) as stack:
+                outcomes: list[Deployed | CozyopsError] = list(deploy_many(stack.transport, items, acme.deploy_dir,
+                                                                           acme.nginx_reload))
+        except CozyopsError as error:
+            outcomes = [error] * len(items)
+        return list(zip(items, outcomes, strict=True))
+
+    with ThreadPoolExecutor(max_workers=min(parallel, len(work) or 1)) as pool:
+        for server, pairs in zip(sorted(work), pool.map(to_server, sorted(work)), strict=True):
+            for item, outcome in pairs:
+                if isinstance(outcome, CozyopsError):
+                    result.failed[f"{item.name} on {server}"] = str(outcome)
+                    continue
+                result.deployed.append((server, outcome))
+                if done:
+                    done(server, outcome)
+    return result

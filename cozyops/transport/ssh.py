@@ -33,6 +33,10 @@ from cozyops.transport.base import (
 )
 
 log = logging.getLogger(__name__)
+# paramiko's transport thread logs a failed handshake with its traceback; with no handler anywhere,
+# Python's last-resort handler printed those ~20 lines on stderr. Ours is the one-line TransportError
+# (the traceback still reaches a log file when the application configures one).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 CONNECT_TIMEOUT = 10.0
 
 
@@ -44,6 +48,7 @@ class SshTarget:
     known_hosts: Path
     port: int = 22
     user: str = "root"
+    key_source: str = ""  # where the fleet names the key file (for messages)
 
     @property
     def where(self) -> str:
@@ -62,6 +67,13 @@ class SshTransport:
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         target = self.target
+        named = f" (set in {target.key_source})" if target.key_source else ""
+        try:
+            with open(target.key_file, "rb"):
+                pass
+        except OSError as error:
+            reason = "does not exist" if isinstance(error, FileNotFoundError) else error.strerror
+            raise TransportError(target.where, f"key file {target.key_file}{named}: {reason}") from None
         client = paramiko.SSHClient()
         try:
             client.load_host_keys(str(target.known_hosts))
@@ -94,12 +106,21 @@ class SshTransport:
             raise TransportError(target.where, f"the server refused the key {target.key_file}") from None
         except paramiko.SSHException as error:
             client.close()
-            if "not found in known_hosts" in str(error):
+            text = str(error)
+            if "not found in known_hosts" in text:
                 raise TransportError(
                     target.where,
                     f"host key unknown: no entry for {target.address} in {target.known_hosts}; refusing to connect",
                 ) from None
-            raise TransportError(target.where, f"SSH failed: {error}") from None
+            if "protocol banner" in text:
+                raise TransportError(target.where, f"no SSH server answers there (no SSH banner within {timeout:g} s)",
+                                     "check ansible_host and ansible_port") from None
+            if "No existing session" in text:
+                raise TransportError(target.where, f"the SSH handshake did not finish within {timeout:g} s") from None
+            if any(word in text.lower() for word in ("private key", "encrypted", "not a valid")):
+                reason = f"key file {target.key_file}{named} cannot be used: {text}"
+                raise TransportError(target.where, reason) from None
+            raise TransportError(target.where, f"SSH failed: {text}") from None
         except (OSError, EOFError) as error:
             client.close()
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
