@@ -393,8 +393,15 @@ class Files:
         query.pop("bookmark", None)
         vfs = self.stack.vfs(inst)
         status, data = self.stack.couch.request("POST", Couch.db(vfs.db) + "/_find", query)
+        if status >= 400 and query.get("use_index"):
+            # CouchDB answers a use_index naming no index with the results and a warning;
+            # pouchdb-server refuses the query: it runs again without use_index.
+            query.pop("use_index")
+            status, data = self.stack.couch.request("POST", Couch.db(vfs.db) + "/_find", query)
         if status >= 400:
-            raise StackError(status, "Bad Request" if status == 400 else "Error", str((data or {}).get("reason")))
+            data = data if isinstance(data, dict) else {}
+            raise StackError(status, "Bad Request" if status == 400 else "Error",
+                             str(data.get("reason") or data.get("message") or data.get("error")))
         docs = [d for d in data.get("docs", []) if not str(d.get("_id", "")).startswith("_design/")]
         total = 2**31 - 2 if len(docs) >= limit else skip + len(docs)
         out = []

@@ -3,7 +3,8 @@ referencedby.go; files-data §2)."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import json
+from urllib.parse import quote, urlencode
 
 from ..admin import JSONAPI
 from ..httpd import Request, Response, json_response
@@ -69,27 +70,59 @@ class References:
         vfs = self.stack.vfs(inst)
         docs = [d for d in self.stack.couch.find(vfs.db, {"referenced_by": {"$elemMatch": {"type": doctype,
                                                                                            "id": id}}})]
+        # ListReferencesHandler: the FilesReferencedByView (key [doctype, id]) or, with
+        # sort=datetime, ReferencedBySortedByDatetimeView (key [doctype, id, datetime]).
         sort = request.param("sort") or "id"
-        if sort.lstrip("-") == "datetime":
-            docs.sort(key=lambda d: d.get("created_at", ""), reverse=sort.startswith("-"))
-        else:
-            docs.sort(key=lambda d: d["_id"], reverse=sort.startswith("-"))
-        try:
-            limit = int(request.param("page[limit]") or REFS_PAGE)
-        except ValueError:
-            limit = REFS_PAGE
-        limit = REFS_PAGE if limit <= 0 else min(limit, REFS_PAGE_MAX)
-        start = 0
-        if request.param("page[skip]", "").isdigit():
-            start = int(request.param("page[skip]"))
-        elif request.param("page[cursor]"):
-            cursor = request.param("page[cursor]")
-            start = next((i for i, d in enumerate(docs) if d["_id"] == cursor), len(docs))
+        if sort not in ("id", "-id", "datetime", "-datetime"):
+            raise data_typed_error(400, "Bad Request", "Invalid sort parameter")
+        by_date = sort.lstrip("-") == "datetime"
+
+        def key(d: dict) -> list:
+            if by_date:
+                when = (d.get("cozyMetadata") or {}).get("updatedAt") or d.get("updated_at") or ""
+                return [doctype, id, when]
+            return [doctype, id]
+
+        docs.sort(key=lambda d: (key(d), d["_id"]), reverse=sort.startswith("-"))
+        # jsonapi.ExtractPaginationCursor
+        limit_text = request.param("page[limit]")
+        limit = REFS_PAGE
+        if limit_text:
+            try:
+                limit = int(limit_text)
+            except ValueError:
+                raise data_typed_error(400, "Bad Request", "page limit is not a number") from None
+        limit = min(limit, REFS_PAGE_MAX)
+        start, skipping = 0, False
+        cursor = request.param("page[cursor]")
+        if cursor:
+            try:
+                parts = json.loads(cursor)
+            except ValueError:
+                raise data_typed_error(400, "Bad Request", f"bad json cursor {cursor}") from None
+            if not isinstance(parts, list) or len(parts) != 2:
+                raise data_typed_error(400, "Bad Request", f"bad cursor length {cursor}")
+            if not isinstance(parts[1], str):
+                raise data_typed_error(400, "Bad Request", f"bad cursor id {cursor}")
+            wanted = (parts[0], parts[1])
+            start = next((i for i, d in enumerate(docs) if (key(d), d["_id"]) == wanted), len(docs))
+        elif request.param("page[skip]"):
+            try:
+                start, skipping = max(0, int(request.param("page[skip]"))), True
+            except ValueError:
+                raise data_typed_error(400, "Bad Request", "page skip is not a number") from None
         page = docs[start:start + limit]
         body: dict = {"data": [{"id": d["_id"], "type": FILES} for d in page], "meta": {"count": len(docs)}}
         if start + limit < len(docs):
-            body["links"] = {"next": f"/data/{doctype}/{quote(id, safe='')}/relationships/references"
-                                     f"?page[cursor]={quote(docs[start + limit]['_id'])}&page[limit]={limit}"}
+            # PaginationCursorToParams, encoded as url.Values.Encode (keys sorted, brackets escaped)
+            path = f"/data/{doctype}/{quote(id, safe='')}/relationships/references"
+            if skipping:
+                params = [("page[limit]", str(limit)), ("page[skip]", str(start + limit))]
+            else:
+                nxt = docs[start + limit]
+                params = [("page[cursor]", json.dumps([key(nxt), nxt["_id"]], separators=(",", ":"))),
+                          ("page[limit]", str(limit))]
+            body["links"] = {"next": path + "?" + urlencode(params)}
         if request.param("include") == "files":
             body["included"] = [file_resource(d) for d in page]
         return json_response(200, body)
