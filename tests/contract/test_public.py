@@ -486,6 +486,221 @@ def _(d: Double):
     assert d.public("GET", path, domain, token).json()["meta"]["count"] == 0
 
 
+# --- read from cozy-stack's source at db1163854 (docs/double.md, "Public API")
+W = "cozy-stack web/"
+
+
+def block(d: Double, domain: str, reason: str) -> None:
+    reply = d.admin("PATCH", f"/instances/{domain}", {"Blocked": "true", "BlockingReason": reason})
+    assert reply.status == 200, reply.text
+
+
+@T.row(f"{W}middlewares/instance.go handleBlockedInstance", "PAYMENT_FAILED: 402 and a JSON list of one Blocked "
+       "error; HTML asked: a page; a CLI token goes through (CheckInstanceBlocked)")
+def _(d: Double):
+    domain, token = instance(d)
+    block(d, domain, "PAYMENT_FAILED")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "application/json"})
+    assert reply.status == 402
+    assert reply.json() == [{"status": "402", "title": "Blocked", "code": "UNKNOWN",
+                             "detail": "The Twake is blocked for an unknown reason"}]
+    page = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "text/html"})
+    assert page.status == 402 and page.header("Content-Type").startswith("text/html")
+    assert "The Twake requires a payment" in page.text
+    assert d.public("GET", f"/files/{ROOT}", domain, token).status == 200
+
+
+@T.row(f"{W}routing.go mwsNotBlocked", "a blocked instance keeps /settings and /apps open; /data is blocked; an "
+       "unknown reason: 503")
+def _(d: Double):
+    domain, token = instance(d)
+    app_token = d.token(domain, scope="", audience="app", Subject="drive")
+    block(d, domain, "whatever")
+    assert d.public("GET", "/settings/capabilities", domain, app_token).status == 200
+    assert d.public("GET", "/apps/", domain).status == 401  # not blocked: the token is what is missing
+    reply = d.public("GET", "/data/io.cozy.contacts/_all_docs", domain, app_token)
+    assert reply.status == 503 and reply.json()[0]["code"] == "UNKNOWN"
+
+
+@T.row(f"{W}middlewares/instance.go handleBlockedInstance", "IMPORTING/MOVING: /move/ open; JSON: 503 with the "
+       "payment message (as the source words it); HTML: 302 to /move/importing; LOGIN_FAILED: 503 page")
+def _(d: Double):
+    domain, _ = instance(d)
+    block(d, domain, "IMPORTING")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "application/vnd.api+json"})
+    assert (reply.status, reply.json()) == (503, {"error": "The Twake requires a payment"})
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "text/html"})
+    assert (reply.status, reply.header("Location")) == (302, f"https://{domain}/move/importing")
+    assert d.public("GET", "/move/exports/nope", domain).status == 404
+    block(d, domain, "LOGIN_FAILED")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "application/json"})
+    assert reply.status == 503 and "too many login attempts" in reply.text
+    assert reply.header("Content-Type").startswith("text/html")
+
+
+@T.row(f"{W}settings/disk_usage.go diskUsage", "used, files, versions as strings; quota only when set; trash "
+       "with include=trash")
+def _(d: Double):
+    domain, token = instance(d)
+    upload(d, domain, token, "a.txt", b"12345")
+    attrs = d.public("GET", "/settings/disk-usage", domain, token).json()["data"]["attributes"]
+    assert attrs == {"used": "5", "files": "5", "versions": "0"}
+    with_trash = d.public("GET", "/settings/disk-usage", domain, token, {"include": "trash"}).json()
+    assert with_trash["data"]["attributes"]["trash"] == "0"
+    domain2, token2 = instance(d, DiskQuota="1000")
+    attrs = d.public("GET", "/settings/disk-usage", domain2, token2).json()["data"]["attributes"]
+    assert attrs["quota"] == "1000"
+
+
+@T.row(f"{W}settings/capabilities.go getCapabilities", "any valid token; flat_subdomains follows the config")
+def _(d: Double):
+    domain, _ = instance(d)
+    token = d.token(domain, scope="io.cozy.contacts")
+    reply = d.public("GET", "/settings/capabilities", domain, token)
+    assert reply.status == 200 and reply.header("Content-Type").startswith(JSONAPI)
+    data = reply.json()["data"]
+    assert (data["type"], data["id"]) == ("io.cozy.settings", "io.cozy.settings.capabilities")
+    assert data["attributes"] == {"file_versioning": True, "flat_subdomains": d.mode == "flat",
+                                  "can_auth_with_password": True, "can_auth_with_magic_links": False,
+                                  "can_auth_with_oidc": False}
+    assert d.public("GET", "/settings/capabilities", domain).status == 401
+
+
+@T.row(f"{W}settings/instance.go getInstance, updateInstance", "the settings document with the instance's fields; "
+       "PUT keeps what it is given, rev checked")
+def _(d: Double):
+    domain, token = instance(d, Locale="fr", Email="a@example.org")
+    token = d.token(domain, scope="io.cozy.settings")
+    data = d.public("GET", "/settings/instance", domain, token).json()["data"]
+    assert data["id"] == "io.cozy.settings.instance" and data["attributes"]["locale"] == "fr"
+    assert data["attributes"]["email"] == "a@example.org" and data["attributes"]["auth_mode"] == "basic"
+    body = {"data": {"type": "io.cozy.settings", "id": data["id"], "meta": data["meta"],
+                     "attributes": {**data["attributes"], "tz": "Europe/Paris"}}}
+    reply = d.public("PUT", "/settings/instance", domain, token, body=json.dumps(body).encode())
+    assert reply.status == 200 and reply.json()["data"]["attributes"]["tz"] == "Europe/Paris"
+    stale = d.public("PUT", "/settings/instance", domain, token, body=json.dumps(body).encode())
+    assert stale.status == 409
+
+
+@T.row(f"{W}permissions/permissions.go displayPermissions", "/permissions/self: the token's rules as rule<i>, "
+       "verbs in order, empty fields left out")
+def _(d: Double):
+    domain, _ = instance(d)
+    token = d.token(domain, scope="io.cozy.files:GET,POST io.cozy.contacts")
+    attrs = d.public("GET", "/permissions/self", domain, token).json()["data"]["attributes"]
+    assert attrs == {"type": "cli", "permissions": {
+        "rule0": {"type": "io.cozy.files", "verbs": ["GET", "POST"]},
+        "rule1": {"type": "io.cozy.contacts", "verbs": ["GET", "POST", "PUT", "PATCH", "DELETE"]}}}
+
+
+@T.row(f"{W}files/files.go Trash, Restore, DestroyFileHandler, ClearTrashHandler", "DELETE /files/:id trashes "
+       "(200, restore_path); trash/:id restores or destroys (400 when not in the trash); DELETE /files/trash: 204")
+def _(d: Double):
+    domain, token = instance(d)
+    dir_id = mkdir(d, domain, token, "D").json()["data"]["id"]
+    file_id = upload(d, domain, token, "f.txt", b"abc", parent=dir_id).json()["data"]["id"]
+    reply = d.public("DELETE", f"/files/trash/{file_id}", domain, token)
+    assert reply.status == 400  # not in the trash
+    trashed = d.public("DELETE", f"/files/{file_id}", domain, token)
+    attrs = trashed.json()["data"]["attributes"]
+    assert trashed.status == 200 and attrs["trashed"] is True and attrs["dir_id"] == "io.cozy.files.trash-dir"
+    assert attrs["restore_path"] == "/D"
+    restored = d.public("POST", f"/files/trash/{file_id}", domain, token).json()["data"]["attributes"]
+    assert restored["dir_id"] == dir_id and restored["trashed"] is False and "restore_path" not in restored
+    assert d.public("DELETE", f"/files/{dir_id}", domain, token).json()["data"]["attributes"]["path"] == \
+        "/.cozy_trash/D"
+    assert d.public("DELETE", "/files/trash", domain, token).status == 204
+    assert d.public("GET", f"/files/{file_id}", domain, token).status == 404
+    listed = d.public("GET", "/files/trash", domain, token).json()
+    assert listed["data"] == [] and listed["meta"]["count"] == 0
+
+
+@T.row(f"{W}files/files.go FileDownload, CopyFile, ModifyMetadataByIDHandler, OverwriteFileContentHandler",
+       "POST /files/downloads gives links.related; copy is '<name> (copy)<ext>'; PATCH renames; PUT replaces")
+def _(d: Double):
+    domain, token = instance(d)
+    file_id = upload(d, domain, token, "f.txt", b"abc").json()["data"]["id"]
+    link = d.public("POST", "/files/downloads", domain, token, {"Id": file_id}).json()["links"]["related"]
+    assert link.startswith("/files/downloads/") and link.endswith("/f.txt")
+    got = d.public("GET", link, domain)
+    assert (got.status, got.body) == (200, b"abc")
+    assert d.public("GET", "/files/downloads/nope/f.txt", domain).status == 404
+    copy = d.public("POST", f"/files/{file_id}/copy", domain, token)
+    assert copy.status == 201 and copy.json()["data"]["attributes"]["name"] == "f (copy).txt"
+    body = json.dumps({"data": {"attributes": {"name": "g.txt"}}}).encode()
+    renamed = d.public("PATCH", f"/files/{file_id}", domain, token, body=body)
+    assert renamed.status == 200 and renamed.json()["data"]["attributes"]["name"] == "g.txt"
+    put = d.public("PUT", f"/files/{file_id}", domain, token, body=b"new!", headers={"Content-MD5": md5(b"new!")})
+    assert put.status == 200 and put.json()["data"]["attributes"]["size"] == "4"
+    assert d.public("GET", "/files/download", domain, token, {"Path": "/g.txt"}).body == b"new!"
+
+
+@T.row(f"{W}../pkg/jsonapi/jsonapi.go ExtractPaginationCursor, PaginationCursorToParams", "directory pages: "
+       "cursor [[dir_id, type, name], next id]; page[skip] gives a skip link; a 3-part cursor: 400")
+def _(d: Double):
+    domain, token = instance(d)
+    dir_id = mkdir(d, domain, token, "P").json()["data"]["id"]
+    for i in range(5):
+        upload(d, domain, token, f"f{i}", b"x", parent=dir_id)
+    first = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2"}).json()
+    cursor = parse_qs(urlsplit(first["links"]["next"]).query)["page[cursor]"][0]
+    key, next_id = json.loads(cursor)
+    assert key == [dir_id, "file", "f2"] and isinstance(next_id, str)
+    second = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2", "page[cursor]": cursor}).json()
+    assert [f["attributes"]["name"] for f in second["included"]] == ["f2", "f3"]
+    skipped = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2", "page[skip]": "2"}).json()
+    assert [f["attributes"]["name"] for f in skipped["included"]] == ["f2", "f3"]
+    assert skipped["links"]["next"] == f"/files/{dir_id}?page[limit]=2&page[skip]=4"
+    bad = d.public("GET", f"/files/{dir_id}", domain, token, {"page[cursor]": json.dumps([dir_id, "file", "f2"])})
+    assert bad.status == 400
+
+
+@T.row(f"{W}files/references.go ListReferencesHandler", "next link: page[cursor]=[[doctype, id], next file id] "
+       "then page[limit], encoded; sort=datetime adds the date to the key; another sort: 400")
+def _(d: Double):
+    domain, token = instance(d)
+    ids = [upload(d, domain, token, f"p{i}.jpg", b"x").json()["data"]["id"] for i in range(3)]
+    body = json.dumps({"data": [{"type": "io.cozy.files", "id": i} for i in ids]}).encode()
+    path = "/data/io.cozy.photos.albums/al/relationships/references"
+    assert d.public("POST", path, domain, token, body=body).status == 204
+    listing = d.public("GET", path, domain, token, {"page[limit]": "2"}).json()
+    target = urlsplit(listing["links"]["next"])
+    assert target.path == path and target.query.startswith("page%5Bcursor%5D=")
+    query = parse_qs(target.query)
+    second_id = sorted(ids)[2]
+    assert json.loads(query["page[cursor]"][0]) == [["io.cozy.photos.albums", "al"], second_id]
+    rest = d.public("GET", path, domain, token, {"page[limit]": "2", "page[cursor]": query["page[cursor]"][0]})
+    assert [r["id"] for r in rest.json()["data"]] == [second_id]
+    by_date = d.public("GET", path, domain, token, {"page[limit]": "1", "sort": "datetime"}).json()
+    key, _ = json.loads(parse_qs(urlsplit(by_date["links"]["next"]).query)["page[cursor]"][0])
+    assert key[:2] == ["io.cozy.photos.albums", "al"] and len(key) == 3
+    assert d.public("GET", path, domain, token, {"sort": "name"}).status == 400
+
+
+@T.row(f"{W}files/files.go Routes", "GET /files/:id/relationships/referenced_by is no route: 405")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = d.public("GET", f"/files/{ROOT}/relationships/referenced_by", domain, token)
+    assert reply.status == 405
+
+
+@T.row(f"{W}files/files.go FindFilesMango, GetAllDocs, ChangesFeedForFiles", "_find as JSON:API with a count; "
+       "_all_docs skips the trash; _changes refuses an unknown parameter")
+def _(d: Double):
+    domain, token = instance(d)
+    file_id = upload(d, domain, token, "f.txt", b"x").json()["data"]["id"]
+    found = d.public("POST", "/files/_find", domain, token, body=json.dumps({"selector": {"name": "f.txt"}}).encode())
+    assert found.status == 200 and [r["id"] for r in found.json()["data"]] == [file_id]
+    assert found.json()["meta"]["count"] == 1 and found.json()["data"][0]["attributes"]["path"] == "/f.txt"
+    keys = json.dumps({"keys": [file_id, "io.cozy.files.trash-dir"]}).encode()
+    docs = d.public("POST", "/files/_all_docs", domain, token, body=keys).json()["data"]
+    assert [r["id"] for r in docs] == [file_id]
+    changes = d.public("GET", "/files/_changes", domain, token, {"include_docs": "true"}).json()
+    assert any(r["id"] == file_id for r in changes["results"]) and "last_seq" in changes
+    bad = d.public("GET", "/files/_changes", domain, token, {"nope": "1"})
+    assert bad.status == 400 and bad.json()["errors"][0]["detail"] == "Unsupported query parameter 'nope'"
+
+
 @pytest.mark.parametrize("check", T.rows)
 @pytest.mark.parametrize("mode", ["nested", "flat"])
 def test_public(doubles, mode, check):
