@@ -271,10 +271,88 @@ class Replication:
     web/data/data.go getDesignDocs."""
 
     ROUTES = [
+        ("GET", "/data/", "data_welcome"),
+        ("GET", "/data/_all_doctypes", "data_all_doctypes"),
+        ("GET", "/data/:doctype/", "data_db_status"),
+        ("PUT", "/data/:doctype/", "data_create_db"),
+        ("DELETE", "/data/:doctype/", "data_delete_db"),
         ("GET", "/data/:doctype/_design_docs", "data_design_docs"),
+        ("GET", "/data/:doctype/_design/:ddoc", "data_design_doc"),
+        ("DELETE", "/data/:doctype/_design/:ddoc", "data_delete_design_doc"),
+        ("POST", "/data/:doctype/_design/:ddoc/copy", "data_copy_design_doc"),
         ("GET|POST", "/data/:doctype/_changes", "data_changes"),
         ("POST", "/data/:doctype/_bulk_docs", "data_bulk_docs"),
     ]
+
+    def data_welcome(self, request: Request, inst: dict) -> Response:
+        """dataAPIWelcome: no permission asked."""
+        return json_response(200, {"message": "welcome to a cozy API"})
+
+    def data_all_doctypes(self, request: Request, inst: dict) -> Response:
+        """allDoctypes: AllowWholeType(GET, io.cozy.doctypes); the readable doctypes (null when none)."""
+        perms = self.permissions(request, inst, "data")
+        if not perms.allows("io.cozy.doctypes", "GET", whole=True):
+            raise data_echo_error(403, "Forbidden")
+        found = sorted(doctype for _, doctype in self.stack.couch.instance_dbs(inst["prefix"])
+                       if not hidden(doctype))
+        return json_response(200, found or None)
+
+    def _proxy(self, method: str, path: str, query=None) -> Response:
+        """web/data proxy: CouchDB's status and body as they are."""
+        status, data = self.stack.couch.request(method, path, query=query)
+        return json_response(status, data)
+
+    def data_db_status(self, request: Request, inst: dict, doctype: str) -> Response:
+        """dbStatus (replication.go): CouchDB's database information."""
+        db = self._data_access(request, inst, doctype, "GET", whole=True)
+        status, data = self.stack.couch.request("GET", Couch.db(db))
+        if status >= 400:
+            raise data_couch_error(status, str(data.get("error")), couchdb_reason(str(data.get("reason"))))
+        return json_response(200, data)
+
+    def data_create_db(self, request: Request, inst: dict, doctype: str) -> Response:
+        """createDB (replication.go): AllowWholeType(POST), CheckWritable, then CouchDB's PUT."""
+        db = self._data_access(request, inst, doctype, "POST", whole=True)
+        return self._proxy("PUT", Couch.db(db))
+
+    def data_delete_db(self, request: Request, inst: dict, doctype: str) -> Response:
+        """DeleteDatabase: CheckWritable, AllowWholeType(DELETE); ``{"ok": true, "deleted": true}``."""
+        db = self._data_access(request, inst, doctype, "DELETE", whole=True)
+        status, data = self.stack.couch.request("DELETE", Couch.db(db))
+        if status >= 400:
+            raise data_couch_error(status, str(data.get("error")), couchdb_reason(str(data.get("reason"))))
+        return json_response(200, {"ok": True, "deleted": True})
+
+    def data_design_doc(self, request: Request, inst: dict, doctype: str, ddoc: str) -> Response:
+        """getDesignDoc: proxied to CouchDB."""
+        db = self._data_access(request, inst, doctype, "GET", whole=True)
+        return self._proxy("GET", Couch.doc(db, "_design/" + ddoc))
+
+    def data_delete_design_doc(self, request: Request, inst: dict, doctype: str, ddoc: str) -> Response:
+        """deleteDesignDoc: a rev is required (400 ``You must pass a rev param``), then proxied."""
+        db = self._data_access(request, inst, doctype, "GET", whole=True)
+        if not request.param("rev"):
+            return json_response(400, {"error": "You must pass a rev param"})
+        return self._proxy("DELETE", Couch.doc(db, "_design/" + ddoc), {"rev": request.param("rev")})
+
+    def data_copy_design_doc(self, request: Request, inst: dict, doctype: str, ddoc: str) -> Response:
+        """copyDesignDoc: a Destination header is required (400, a JSON string); CouchDB's COPY
+        (pouchdb-server has none: read, then written under the destination); 201."""
+        destination = request.header("Destination") or ""
+        if not destination:
+            return json_response(400, "You must set a Destination header")
+        db = self._data_access(request, inst, doctype, "GET", whole=True)
+        status, source = self.stack.couch.request("GET", Couch.doc(db, "_design/" + ddoc))
+        if status >= 400:
+            raise data_couch_error(status, str(source.get("error")), couchdb_reason(str(source.get("reason"))))
+        target, _, rev = destination.partition("?rev=")
+        copy = {k: v for k, v in source.items() if k not in ("_id", "_rev")}
+        if rev:
+            copy["_rev"] = rev
+        status, data = self.stack.couch.request("PUT", Couch.doc(db, target), copy)
+        if status >= 400:
+            raise data_couch_error(status, str(data.get("error")), couchdb_reason(str(data.get("reason"))))
+        return json_response(201, data)
 
     def data_design_docs(self, request: Request, inst: dict, doctype: str) -> Response:
         """getDesignDocs proxies CouchDB's ``_design_docs`` (pouchdb-server has none: the same
