@@ -701,6 +701,28 @@ def _(d: Double):
     assert bad.status == 400 and bad.json()["errors"][0]["detail"] == "Unsupported query parameter 'nope'"
 
 
+@T.row(f"{W}errors/errors.go HTMLErrorHandler; middlewares/instance.go NeedInstance", "an unknown instance: 404; "
+       "JSON asked: {\"error\": {}} (the error value marshals as an empty object); else the text")
+def _(d: Double):
+    reply = d.public("GET", f"/files/{ROOT}", "nobody.cozy.test", headers={"Accept": "application/json"})
+    assert (reply.status, reply.json()) == (404, {"error": {}})
+    reply = d.public("GET", f"/files/{ROOT}", "nobody.cozy.test")
+    assert (reply.status, reply.text) == (404, "Instance not found")
+    assert d.public("HEAD", f"/files/{ROOT}", "nobody.cozy.test").body == b""
+
+
+@T.row(f"{W}errors/errors.go HTMLErrorHandler; echo's router", "no route: 404 Not Found; a route under another "
+       "method: 405 with Allow (OPTIONS first), as JSON when asked")
+def _(d: Double):
+    domain, token = instance(d)
+    assert d.public("GET", "/nothing/here", domain, token).text == "Not Found"
+    reply = d.public("POST", "/settings/capabilities", domain, token, headers={"Accept": "application/json"})
+    assert (reply.status, reply.json()) == (405, {"error": "Method Not Allowed"})
+    assert reply.header("Allow") == "OPTIONS, GET"
+    # echo's router goes back to /files/:file-id when /files/metadata has no PUT: a file look-up.
+    assert d.public("PUT", "/files/metadata", domain, token).status == 404
+
+
 @pytest.mark.parametrize("check", T.rows)
 @pytest.mark.parametrize("mode", ["nested", "flat"])
 def test_public(doubles, mode, check):

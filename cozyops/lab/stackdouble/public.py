@@ -21,7 +21,7 @@ from .instances import StackError, from_couch
 from .stack import Stack
 from .web.apps import Apps
 from .web.data import Data, Replication
-from .web.errors import data_couch_error, data_typed_error, files_auth_error
+from .web.errors import data_couch_error, data_typed_error, files_auth_error, http_error
 from .web.files import Files
 from .web.middlewares import Middlewares
 from .web.move import Move
@@ -33,6 +33,10 @@ from .web.settings import Settings
 NOT_BLOCKED = ("/apps/", "/konnectors/", "/settings/", "/compat/")
 # Groups behind the HTML default of content negotiation (/, /auth).
 HTML_GROUPS = ("/auth/",)
+
+
+# echo's router (routeMethods.updateAllowHeader): the order of the methods in an Allow header.
+ECHO_METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "PATCH", "POST", "PROPFIND", "PUT", "TRACE", "REPORT")
 
 
 class PublicApp(Middlewares, References, Files, Replication, Data, Settings, PermissionsRoutes, Apps, Move, App):
@@ -68,10 +72,15 @@ class PublicApp(Middlewares, References, Files, Replication, Data, Settings, Per
                 old = self.stack.instances.by_old_domain(host, docs=known)
                 if old is not None:
                     return Response(308, headers=[("Location", f"https://{old['domain']}{request.target}")])
-                return files_auth_error(request, 404, "Instance not found").response
+                return http_error(request, 404, "Instance not found", json_message={})
             handler, params, known = self.router.match(request.method, path)
             if handler is None:
-                return text_response(405 if known else 404, "Method Not Allowed" if known else "Not Found")
+                if not known:
+                    return http_error(request, 404, "Not Found")
+                # echo's methodNotAllowedHandler: Allow lists OPTIONS then the path's methods.
+                allowed = [m for m in ECHO_METHODS if m in self.router.methods_for(path)]
+                return http_error(request, 405, "Method Not Allowed",
+                                  headers=[("Allow", ", ".join(["OPTIONS", *allowed]))])
             request.vars["instance"] = inst
             if inst.get("blocked") and not (path + "/").startswith(NOT_BLOCKED):
                 html_default = path == "/" or (path + "/").startswith(HTML_GROUPS)
