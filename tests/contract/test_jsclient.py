@@ -48,7 +48,7 @@ def test_cozy_stack_client_conformance(nested: Double):
     report = run_client(nested)
     assert "fatal" not in report, report["fatal"]
     results = report["results"]
-    assert len(results) >= 45, len(results)
+    assert len(results) >= 48, len(results)
     failed = {r["call"]: r["error"] for r in results if not r["ok"]}
     unexpected = {call: error for call, error in failed.items() if call not in KNOWN_FAILURES}
     assert not unexpected, json.dumps(unexpected, indent=1)

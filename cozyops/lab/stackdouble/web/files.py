@@ -17,8 +17,9 @@ from ..vfs import FILES, ROOT, TRASH, file_resource, parse_date_header, parse_ta
 from .middlewares import Permissions
 
 FILES_PAGE, FILES_PAGE_MAX = 30, 1000
-# web/files FileDownload: a download link's secret lives in a store for a while (vfs.GetStore).
-DOWNLOAD_TTL = 60.0
+# web/files FileDownload: a download link's secret maps to the file's path in model/vfs/store.go's
+# store for storeTTL (10 minutes); FileDownloadHandler then reads the file at that path.
+DOWNLOAD_TTL = 600.0
 
 
 class Files:
@@ -348,9 +349,9 @@ class Files:
         secret = secrets.token_hex(16)
         store = self.__dict__.setdefault("_download_secrets", {})
         now = time.monotonic()
-        for key in [k for k, (_, _, at) in store.items() if now - at > DOWNLOAD_TTL]:
+        for key in [k for k, (_, _, at) in list(store.items()) if now - at > DOWNLOAD_TTL]:
             store.pop(key, None)
-        store[secret] = (inst["domain"], doc["_id"], now)
+        store[secret] = (inst["domain"], vfs.path_of(doc), now)
         filename = request.param("Filename") or doc["name"]
         resource = file_resource(doc)
         resource["links"] = {**resource["links"], "related": f"/files/downloads/{secret}/{filename}"}
@@ -362,8 +363,7 @@ class Files:
         if entry is None or entry[0] != inst["domain"] or time.monotonic() - entry[2] > DOWNLOAD_TTL:
             raise StackError(404, "Not Found", "file does not exist")
         vfs = self.stack.vfs(inst)
-        doc = vfs.get(entry[1])
-        return self._send_file(request, vfs, doc)
+        return self._send_file(request, vfs, vfs.by_path(entry[1]))
 
     # --- queries (FindFilesMango, GetAllDocs, ChangesFeedForFiles)
     def _whole_files(self, request: Request, inst: dict) -> None:
