@@ -723,6 +723,27 @@ def _(d: Double):
     assert d.public("PUT", "/files/metadata", domain, token).status == 404
 
 
+@T.row(f"{W}middlewares/permissions.go ExtractClaims", "a token issued for the instance's old domain is valid; "
+       "another issuer: 400 Invalid JWT token")
+def _(d: Double):
+    import time
+
+    from stackdouble import tokens
+    from stackdouble.couch import GLOBAL_INSTANCES, Couch
+    from stackdouble.instances import unb64
+
+    old = unique() + ".cozy.test"
+    domain, _ = instance(d, OldDomain=old)
+    couch = Couch(f"http://127.0.0.1:{d.couch_port}/")
+    doc = next(x for x in couch.find(GLOBAL_INSTANCES, {"domain": domain}))
+    secret = unb64(doc["cli_secret"])
+    for issuer, status in ((old, 200), ("other.cozy.test", 400)):
+        token = tokens.make(secret, "cli", issuer, "CLI", "io.cozy.files", time.time())
+        d.minted.append(token)
+        reply = d.public("GET", f"/files/{ROOT}", domain, token)
+        assert reply.status == status, reply.text
+
+
 @pytest.mark.parametrize("check", T.rows)
 @pytest.mark.parametrize("mode", ["nested", "flat"])
 def test_public(doubles, mode, check):

@@ -48,7 +48,8 @@ class Middlewares:
         if not token:
             raise self.auth_error(request, family, 401, "No token in request")
         try:
-            claims = tokens.verify(token, self.stack.secrets_of(inst), inst["domain"])
+            claims = tokens.verify(token, self.stack.secrets_of(inst), inst["domain"],
+                                   old_domain=inst.get("old_domain") or "")
         except tokens.TokenError as error:
             headers = None
             if error.expired:
