@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 from urllib.parse import parse_qs, urlsplit
 
@@ -593,26 +594,41 @@ def _(d: Double):
         "rule1": {"type": "io.cozy.contacts", "verbs": ["GET", "POST", "PUT", "PATCH", "DELETE"]}}}
 
 
-@T.row(f"{W}files/files.go Trash, Restore, DestroyFileHandler, ClearTrashHandler", "DELETE /files/:id trashes "
-       "(200, restore_path); trash/:id restores or destroys (400 when not in the trash); DELETE /files/trash: 204")
+@T.row(f"{W}files/files.go Trash, Restore, DestroyFileHandler, ClearTrashHandler; model/vfs TrashFile, "
+       "RestoreFile, tryOrUseSuffix, getRestoreDir", "DELETE /files/:id trashes (200, restore_path; a name taken in "
+       "the trash gets ' (<9 digits>)'); restore strips it, remakes a gone parent; trash/:id destroys; "
+       "DELETE /files/trash: 204")
 def _(d: Double):
     domain, token = instance(d)
     dir_id = mkdir(d, domain, token, "D").json()["data"]["id"]
     file_id = upload(d, domain, token, "f.txt", b"abc", parent=dir_id).json()["data"]["id"]
-    reply = d.public("DELETE", f"/files/trash/{file_id}", domain, token)
-    assert reply.status == 400  # not in the trash
+    twin_id = upload(d, domain, token, "f.txt", b"abc").json()["data"]["id"]
+    reply = d.public("POST", f"/files/trash/{file_id}", domain, token)
+    files_error(reply, 500, "Unqualified error", "File or directory is not in the trash")
     trashed = d.public("DELETE", f"/files/{file_id}", domain, token)
     attrs = trashed.json()["data"]["attributes"]
     assert trashed.status == 200 and attrs["trashed"] is True and attrs["dir_id"] == "io.cozy.files.trash-dir"
     assert attrs["restore_path"] == "/D"
-    restored = d.public("POST", f"/files/trash/{file_id}", domain, token).json()["data"]["attributes"]
-    assert restored["dir_id"] == dir_id and restored["trashed"] is False and "restore_path" not in restored
-    assert d.public("DELETE", f"/files/{dir_id}", domain, token).json()["data"]["attributes"]["path"] == \
-        "/.cozy_trash/D"
+    files_error(d.public("DELETE", f"/files/{file_id}", domain, token), 400, "Bad Request",
+                "File or directory is already in the trash")
+    twin = d.public("DELETE", f"/files/{twin_id}", domain, token).json()["data"]["attributes"]
+    assert re.fullmatch(r"f\.txt \(\d{9}\)", twin["name"]), twin["name"]
+    restored = d.public("POST", f"/files/trash/{twin_id}", domain, token).json()["data"]["attributes"]
+    assert restored["name"] == "f.txt" and restored["dir_id"] == ROOT and "restore_path" not in restored
+    trashed_dir = d.public("DELETE", f"/files/{dir_id}", domain, token).json()["data"]["attributes"]
+    assert trashed_dir["path"] == "/.cozy_trash/D"
+    assert d.public("DELETE", f"/files/trash/{dir_id}", domain, token).status == 204
+    # The file's parent is gone: restoring it makes /D again.
+    back = d.public("POST", f"/files/trash/{file_id}", domain, token).json()["data"]["attributes"]
+    assert back["trashed"] is False
+    assert d.public("GET", "/files/metadata", domain, token, {"Path": "/D/f.txt"}).status == 200
+    d.public("DELETE", f"/files/{twin_id}", domain, token)
     assert d.public("DELETE", "/files/trash", domain, token).status == 204
-    assert d.public("GET", f"/files/{file_id}", domain, token).status == 404
+    assert d.public("GET", f"/files/{twin_id}", domain, token).status == 404
     listed = d.public("GET", "/files/trash", domain, token).json()
     assert listed["data"] == [] and listed["meta"]["count"] == 0
+    reply = d.public("PATCH", f"/files/{ROOT}", domain, token, body=b'{"data": {"attributes": {"name": "x"}}}')
+    files_error(reply, 500, "Unqualified error", "invalid argument")
 
 
 @T.row(f"{W}files/files.go FileDownload, CopyFile, ModifyMetadataByIDHandler, OverwriteFileContentHandler",

@@ -12,6 +12,8 @@ import hashlib
 import json
 import mimetypes
 import os
+import posixpath
+import random
 import re
 import shutil
 import threading
@@ -488,17 +490,27 @@ class VFS:
         return found
 
     def free_name(self, dir_id: str, name: str) -> str:
-        """``vfs.ConflictName``: ``name (2).ext``, ``name (3).ext``… the first free one."""
+        """``vfs.ConflictName`` (a file's copy): ``base (2).ext``, or one more than a ``(n)`` the
+        name already ends with, the first free one."""
         if self.child(dir_id, name) is None:
             return name
-        base, dot, ext = name.rpartition(".")
-        if not dot or not base:
-            base, ext = name, ""
-        for n in range(2, 10000):
-            candidate = f"{base} ({n})" + (f".{ext}" if ext else "")
-            if self.child(dir_id, candidate) is None:
-                return candidate
-        raise files_error(409, "Conflict", "file already exists")
+        dot = name.rfind(".")
+        base, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+        number = 2
+        found = re.search(r" \((\d+)\)$", base)
+        if found:
+            number, base = int(found.group(1)) + 1, base[:found.start()]
+        while number < 1000 and self.child(dir_id, f"{base} ({number}){ext}") is not None:
+            number += 1
+        return f"{base} ({number}){ext}"
+
+    def suffixed_name(self, dir_id: str, name: str) -> str:
+        """``tryOrUseSuffix`` with ``conflictFormat`` (trash, restore): the name, else
+        ``name (<9 random digits>)``, the suffix after the whole name."""
+        candidate = name
+        while self.child(dir_id, candidate) is not None:
+            candidate = f"{name} ({random.randrange(10**9):09d})"
+        return candidate
 
     def move(self, doc: dict, dir_id: str, name: str, extra: dict | None = None) -> dict:
         """Move or rename ``doc`` (its content on disk and, for a directory, its subtree's paths)."""
@@ -535,22 +547,39 @@ class VFS:
             return self.put(doc)
 
     def trash(self, doc: dict) -> dict:
+        """``TrashFile``/``TrashDir``: into the trash with ``restore_path`` (the parent's path)."""
+        if doc["_id"] == ROOT:
+            raise files_error(412, "Precondition Failed", "Forbidden document move", {"parameter": "dir-id"})
         if self.in_trash(doc):
             raise files_error(400, "Bad Request", "File or directory is already in the trash")
         parent = self.require(doc["dir_id"])
-        name = self.free_name(TRASH, doc["name"])
+        name = self.suffixed_name(TRASH, doc["name"])
         extra: dict = {"restore_path": parent["path"]}
         if doc.get("type") == "file":
             extra["trashed"] = True
         return self.move(doc, TRASH, name, extra)
 
     def restore(self, doc: dict) -> dict:
-        if not self.in_trash(doc) or doc["_id"] == TRASH:
-            raise files_error(400, "Bad Request", "File or directory is not in the trash")
-        target = self.by_path(doc.get("restore_path") or "/")
-        if target is None or target.get("type") != "directory" or self.in_trash(target):
-            target = self.require(ROOT)
-        name = self.free_name(target["_id"], doc["name"])
+        """``RestoreFile``/``RestoreDir``: to ``restore_path`` (for a document inside a trashed
+        directory, the path below that directory's), made again when it is gone (``MkdirAll``),
+        the conflict suffix stripped (``stripConflictSuffix``). Not in the trash:
+        ``ErrFileNotInTrash``, which ``WrapVfsError`` leaves unwrapped (500)."""
+        path = self.path_of(doc)
+        if doc["_id"] == TRASH or not (path + "/").startswith(TRASH_PATH + "/"):
+            raise files_error(500, "Unqualified error", "File or directory is not in the trash")
+        restore_path = doc.get("restore_path") or ""
+        if not restore_path:
+            rest = path[len(TRASH_PATH) + 1:]
+            root, slash, below = rest.partition("/")
+            if slash:
+                top = self.by_path(f"{TRASH_PATH}/{root}")
+                if top is not None and top.get("restore_path"):
+                    restore_path = posixpath.join(top["restore_path"], top["name"], posixpath.dirname(below))
+        restore_path = posixpath.normpath(restore_path or "/")
+        target = self.by_path(restore_path)
+        if target is None:
+            target = self.mkdir_path(restore_path, True)
+        name = self.suffixed_name(target["_id"], _strip_conflict_suffix(doc["name"]))
         extra: dict = {"restore_path": None}
         if doc.get("type") == "file":
             extra["trashed"] = False
@@ -648,6 +677,14 @@ class VFS:
         with self.lock:
             self.dir_docs.clear()
         shutil.rmtree(self.disk, ignore_errors=True)
+
+
+def _strip_conflict_suffix(name: str) -> str:
+    """``stripConflictSuffix``: ``name (123)`` → ``name`` (only digits and parentheses after the last ``(``)."""
+    at = name.rfind("(")
+    if at <= 0 or any(c not in "()0123456789" for c in name[at:]):
+        return name
+    return name[:at - 1]
 
 
 # --- JSON:API rendering (§1.4)

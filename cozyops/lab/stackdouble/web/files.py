@@ -238,8 +238,6 @@ class Files:
         doc = vfs.require(id)
         self._file_allowed(request, vfs, perms, "PATCH", doc)
         self._check_if_match(request, doc)
-        if id in (ROOT, TRASH):
-            raise StackError(403, "Forbidden", "Cannot modify a root directory")
         return json_response(200, {"data": file_resource(vfs.trash(doc))}, JSONAPI)
 
     def restore(self, request: Request, inst: dict, id: str) -> Response:
@@ -255,9 +253,9 @@ class Files:
         doc = vfs.require(id)
         self._file_allowed(request, vfs, perms, "DELETE", doc)
         self._check_if_match(request, doc)
-        if not vfs.in_trash(doc) or id == TRASH:
-            raise StackError(400, "Bad Request", "File or directory is not in the trash")
-        vfs.destroy(doc)
+        if id in (ROOT, TRASH):
+            raise StackError(412, "Precondition Failed", "Forbidden document move", {"parameter": "dir-id"})
+        vfs.destroy(doc)  # DestroyFile / DestroyDirAndContent: in the trash or not
         return Response(204)
 
     def clear_trash(self, request: Request, inst: dict) -> Response:
@@ -289,7 +287,8 @@ class Files:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             raise StackError(400, "Bad Request", "JSON input is malformed or is missing mandatory fields") from None
         if id in (ROOT, TRASH):
-            raise StackError(403, "Forbidden", "Cannot modify a root directory")
+            # ModifyDirMetadata: os.ErrInvalid, left unwrapped by WrapVfsError (500).
+            raise StackError(500, "Unqualified error", "invalid argument")
         extra: dict = {}
         if "tags" in attrs:
             extra["tags"] = parse_tags(",".join(attrs.get("tags") or []))
