@@ -523,6 +523,18 @@ def _(d: Double):
     assert reply.status == 503 and reply.json()[0]["code"] == "UNKNOWN"
 
 
+@T.row(f"{W}routing.go SetupAppsHandler", "an app host of a blocked instance answers the blocked page (HTML "
+       "by default)")
+def _(d: Double):
+    domain, _ = instance(d, Apps="drive")
+    user, rest = domain.split(".", 1)
+    app_host = f"drive.{domain}" if d.mode == "nested" else f"{user}-drive.{rest}"
+    assert d.public("GET", "/", app_host).status == 302
+    block(d, domain, "PAYMENT_FAILED")
+    reply = d.public("GET", "/", app_host)
+    assert reply.status == 402 and reply.header("Content-Type").startswith("text/html")
+
+
 @T.row(f"{W}middlewares/instance.go handleBlockedInstance", "IMPORTING/MOVING: /move/ open; JSON: 503 with the "
        "payment message (as the source words it); HTML: 302 to /move/importing; LOGIN_FAILED: 503 page")
 def _(d: Double):

@@ -66,7 +66,9 @@ class PublicApp(Middlewares, References, Files, Replication, Data, Settings, Per
             if slug:
                 inst = self.stack.instances.get(parent, docs=known)
                 if inst is not None:
-                    return self.serve_app(request, inst, slug)
+                    # SetupAppsHandler: CheckInstanceBlocked, with HTML as the default offer.
+                    blocked = self.blocked_response(request, inst, True) if inst.get("blocked") else None
+                    return blocked or self.serve_app(request, inst, slug)
             inst = self.stack.instances.get(host, docs=known)
             if inst is None:
                 old = self.stack.instances.by_old_domain(host, docs=known)
