@@ -276,6 +276,19 @@ def _(d: Double):
     assert reply.status == 200
 
 
+@T.row(f"{W}data.go allDocs, normalDocs, findDocuments; replication.go proxy", "a database never written: "
+       "_all_docs passes CouchDB's 404 on; _normal_docs and _find answer it as a CouchDB error")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = call(d, domain, token, "GET", "/data/io.cozy.photos.albums/_all_docs")
+    assert (reply.status, reply.json()) == (404, {"error": "not_found", "reason": "Database does not exist."})
+    couch_error = {"ok": False, "status": "404", "error": "not_found", "reason": "Database does not exist."}
+    reply = call(d, domain, token, "GET", "/data/io.cozy.photos.albums/_normal_docs")
+    assert (reply.status, reply.json()) == (404, couch_error)
+    reply = call(d, domain, token, "POST", "/data/io.cozy.photos.albums/_find", {"selector": {"x": 1}})
+    assert (reply.status, reply.json()) == (404, couch_error)
+
+
 @T.row(f"{W}data.go dataAPIWelcome, allDoctypes, DeleteDatabase; replication.go dbStatus, createDB",
        "GET /data/ welcomes; _all_doctypes needs io.cozy.doctypes; a database made, shown and deleted")
 def _(d: Double):

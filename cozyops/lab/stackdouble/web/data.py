@@ -10,6 +10,8 @@ from ..couch import Couch, couchdb_reason, db_name
 from ..httpd import Request, Response, json_response
 from .errors import data_couch_error, data_echo_error, data_typed_error
 
+# CouchDB's reason for a database that does not exist.
+NO_DATABASE = "Database does not exist."
 # files-data §3: reserved doctypes.
 READ_ONLY = {"io.cozy.files", "io.cozy.files.versions", "io.cozy.jobs", "io.cozy.triggers", "io.cozy.apps",
              "io.cozy.konnectors", "io.cozy.notifications", "io.cozy.remote.requests", "io.cozy.sessions.logins",
@@ -145,6 +147,9 @@ class Data:
         body = self._json_body(request) if request.method == "POST" else None
         status, data = self._couch(request.method, Couch.db(db) + "/_all_docs", body, query or None, allow=(404,))
         if status == 404:
+            if request.param("Fields") is None and request.param("DesignDocs") is None:
+                # allDocs proxies CouchDB: a database never written answers CouchDB's 404.
+                return json_response(404, {"error": "not_found", "reason": NO_DATABASE})
             return json_response(200, {"total_rows": 0, "offset": 0, "rows": []})
         if request.param("DesignDocs") == "false":
             data["rows"] = [r for r in data["rows"] if not str(r.get("id", "")).startswith("_design/")]
@@ -162,6 +167,9 @@ class Data:
             skip = max(0, int(request.param("skip") or 0))
         except ValueError:
             skip = 0
+        if not self.stack.couch.db_exists(db):
+            # couchdb.NormalDocs: CouchDB's _find on a database never written.
+            raise data_couch_error(404, "not_found", NO_DATABASE)
         docs = [d for d in self.stack.couch.all_docs(db) if not d["_id"].startswith("_design/")]
         after = _unbookmark(request.param("bookmark"))
         if after is not None:
@@ -195,6 +203,8 @@ class Data:
         if query.get("sort") and not self._sort_indexed(db, query["sort"]):
             raise data_couch_error(400, "no_index", "no matching index found, create an index")
         status, data = self._couch("POST", Couch.db(db) + "/_find", query, allow=(400, 404, 500))
+        if status == 404:
+            raise data_couch_error(404, "not_found", NO_DATABASE)
         if status >= 400:
             data = data or {}
             if "index" in str(data.get("reason", "")).lower() or "sort" in str(data.get("reason", "")).lower():
@@ -363,7 +373,7 @@ class Replication:
             query["include_docs"] = "true"
         status, data = self.stack.couch.request("GET", Couch.db(db) + "/_all_docs", query=query)
         if status == 404:
-            raise data_couch_error(404, "not_found", "Database does not exist.")
+            raise data_couch_error(404, "not_found", NO_DATABASE)
         if status >= 400:
             raise data_couch_error(status, str(data.get("error")), couchdb_reason(str(data.get("reason"))))
         return json_response(200, {"total_rows": len(data["rows"]), "offset": 0, "rows": data["rows"]})
@@ -384,7 +394,7 @@ class Replication:
         status, data = self.stack.couch.request("GET", Couch.db(db) + "/_changes", query=query or None)
         if status == 404:
             # couchdb.EnsureDBExist is not called here: an unknown database answers CouchDB's 404.
-            raise data_couch_error(404, "not_found", "Database does not exist.")
+            raise data_couch_error(404, "not_found", NO_DATABASE)
         if status >= 400:
             raise data_couch_error(status, str(data.get("error")), couchdb_reason(str(data.get("reason"))))
         return json_response(200, data)
