@@ -772,6 +772,20 @@ def _(d: Double):
         assert reply.status == status, reply.text
 
 
+@T.row(f"{W}middlewares/permissions.go GetRequestToken, ParseJWT", "a refused token gets WWW-Authenticate: Bearer "
+       "error=\"invalid_token\"; a refresh token: 400 `Unrecognized token audience [refresh]`; `bearer ` in lower "
+       "case is no scheme")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = d.public("GET", f"/files/{ROOT}", domain, "not-a-jwt")
+    assert (reply.status, reply.header("WWW-Authenticate")) == (400, 'Bearer error="invalid_token"')
+    refresh = d.token(domain, audience="refresh")
+    reply = d.public("GET", f"/files/{ROOT}", domain, refresh)
+    assert (reply.status, reply.text) == (400, "Unrecognized token audience [refresh]")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Authorization": "bearer " + token})
+    assert (reply.status, reply.text) == (401, "No token in request")
+
+
 @pytest.mark.parametrize("check", T.rows)
 @pytest.mark.parametrize("mode", ["nested", "flat"])
 def test_public(doubles, mode, check):

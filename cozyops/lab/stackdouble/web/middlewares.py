@@ -34,11 +34,13 @@ class Middlewares:
     """Mixin of PublicApp: the token of a request and what it allows."""
 
     def permissions(self, request: Request, inst: dict, family: str) -> Permissions:
+        # GetRequestToken: the schemes are matched as written ("Bearer ", "Basic "), else the
+        # bearer_token query parameter.
         token = None
         header = request.header("Authorization") or ""
-        if header.lower().startswith("bearer "):
-            token = header[7:].strip()
-        elif header.lower().startswith("basic "):
+        if header.startswith("Bearer "):
+            token = header[7:]
+        elif header.startswith("Basic "):
             try:
                 token = base64.b64decode(header[6:].strip()).decode().partition(":")[2]
             except ValueError:
@@ -51,11 +53,12 @@ class Middlewares:
             claims = tokens.verify(token, self.stack.secrets_of(inst), inst["domain"],
                                    old_domain=inst.get("old_domain") or "")
         except tokens.TokenError as error:
-            headers = None
+            # ParseJWT: every refused token gets a WWW-Authenticate header.
+            challenge = 'Bearer error="invalid_token"'
             if error.expired:
-                headers = [("WWW-Authenticate",
-                            'Bearer error="invalid_token" error_description="The access token expired"')]
-            raise self.auth_error(request, family, error.status, error.message, headers) from None
+                challenge += ' error_description="The access token expired"'
+            raise self.auth_error(request, family, error.status, error.message,
+                                  [("WWW-Authenticate", challenge)]) from None
         audience = claims.get("aud")
         if audience == "cli":
             try:
@@ -65,7 +68,12 @@ class Middlewares:
         if audience in ("app", "konn"):
             # The double's apps ask for no permission in their manifest.
             return Permissions([], "app" if audience == "app" else "konnector")
-        raise self.auth_error(request, family, 400, "Invalid JWT token")
+        if audience == "access":
+            # ParseJWT: an OAuth token whose client is gone (the double has no OAuth client).
+            raise self.auth_error(request, family, 400, "Invalid JWT token",
+                                  [("WWW-Authenticate", 'Bearer error="invalid_token"')])
+        # ParseJWT's default case, the audience printed as Go prints a []string.
+        raise self.auth_error(request, family, 400, f"Unrecognized token audience [{audience}]")
 
     def auth_error(self, request: Request, family: str, status: int, message: str, headers=None) -> HTTPError:
         if family == "data":
