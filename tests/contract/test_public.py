@@ -663,8 +663,9 @@ def _(d: Double):
     assert d.public("GET", "/files/download", domain, token, {"Path": "/g.txt"}).body == b"new!"
 
 
-@T.row(f"{W}../pkg/jsonapi/jsonapi.go ExtractPaginationCursor, PaginationCursorToParams", "directory pages: "
-       "cursor [[dir_id, type, name], next id]; page[skip] gives a skip link; a 3-part cursor: 400")
+@T.row(f"{W}../pkg/jsonapi/jsonapi.go ExtractPaginationCursor, PaginationCursorToParams; web/files/paginated.go "
+       "DirData, dirDataList", "directory pages: cursor [[dir_id, type, name], next id]; page[skip] gives a skip "
+       "link, encoded as url.Values.Encode; contents has its self and next links; /relationships/contents lists")
 def _(d: Double):
     domain, token = instance(d)
     dir_id = mkdir(d, domain, token, "P").json()["data"]["id"]
@@ -678,7 +679,13 @@ def _(d: Double):
     assert [f["attributes"]["name"] for f in second["included"]] == ["f2", "f3"]
     skipped = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2", "page[skip]": "2"}).json()
     assert [f["attributes"]["name"] for f in skipped["included"]] == ["f2", "f3"]
-    assert skipped["links"]["next"] == f"/files/{dir_id}?page[limit]=2&page[skip]=4"
+    assert skipped["links"]["next"] == f"/files/{dir_id}?page%5Blimit%5D=2&page%5Bskip%5D=4"
+    contents = skipped["data"]["relationships"]["contents"]
+    assert contents["links"] == {"self": f"/files/{dir_id}/relationships/contents",
+                                 "next": f"/files/{dir_id}/relationships/contents?page%5Blimit%5D=2&page%5Bskip%5D=4"}
+    listed = d.public("GET", f"/files/{dir_id}/relationships/contents", domain, token, {"page[limit]": "4"}).json()
+    assert [f["attributes"]["name"] for f in listed["data"]] == ["f0", "f1", "f2", "f3"]
+    assert listed["meta"] == {"count": 5} and urlsplit(listed["links"]["next"]).path.endswith("/contents")
     bad = d.public("GET", f"/files/{dir_id}", domain, token, {"page[cursor]": json.dumps([dir_id, "file", "f2"])})
     assert bad.status == 400
 

@@ -7,7 +7,7 @@ import json
 import posixpath
 import secrets
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from ..admin import JSONAPI
 from ..couch import Couch
@@ -44,6 +44,7 @@ class Files:
         ("PUT", "/files/:id", "overwrite"),
         ("PATCH", "/files/:id", "patch_file"),
         ("DELETE", "/files/:id", "trash"),
+        ("GET", "/files/:id/relationships/contents", "dir_contents"),
         ("GET", "/files/:id", "show_file"),
     ]
 
@@ -113,25 +114,43 @@ class Files:
                 raise StackError(400, "Bad Request", "page skip is not a number") from None
         page = children[start:start + limit]
         contents: dict = {"meta": {"count": len(children)},
+                          "links": {"self": f"/files/{doc['_id']}/relationships/contents"},
                           "data": [{"type": FILES, "id": c["_id"]} for c in page]}
         body: dict = {"data": resource, "included": [file_resource(c) for c in page]}
         if start + limit < len(children):
+            # DirData: PaginationCursorToParams, encoded as url.Values.Encode (keys sorted,
+            # brackets escaped); a SkipCursor gives page[limit] and page[skip].
             if skip and not cursor:
-                # PaginationCursorToParams of a SkipCursor
-                link = f"/files/{doc['_id']}?page[limit]={limit}&page[skip]={start + limit}"
+                params = urlencode([("page[limit]", str(limit)), ("page[skip]", str(start + limit))])
             else:
                 nxt = children[start + limit]
                 key = [doc["_id"], nxt.get("type"), nxt.get("name")]
-                cursor_text = json.dumps([key, nxt["_id"]], separators=(",", ":"))
-                link = f"/files/{doc['_id']}?page[cursor]={quote(cursor_text, safe='')}&page[limit]={limit}"
-            contents["links"] = {"next": link}
-            body["links"] = {"next": link}
+                cursor_text = json.dumps([key, nxt["_id"]], separators=(",", ":"), ensure_ascii=False)
+                params = urlencode([("page[cursor]", cursor_text), ("page[limit]", str(limit))])
+            contents["links"]["next"] = f"/files/{doc['_id']}/relationships/contents?{params}"
+            body["links"] = {"next": f"/files/{doc['_id']}?{params}"}
         resource["relationships"]["contents"] = contents
         resource["relationships"]["not_synchronized_on"] = {
             "links": {"self": f"/files/{doc['_id']}/relationships/not_synchronized_on"},
             "data": doc.get("not_synchronized_on") or [],
         }
         return body
+
+    def dir_contents(self, request: Request, inst: dict, id: str) -> Response:
+        """GetChildrenHandler (dirDataList): the page of children as a list, its count in meta."""
+        perms = self.permissions(request, inst, "files")
+        vfs = self.stack.vfs(inst)
+        doc = vfs.require(id)
+        if doc.get("type") != "directory":
+            raise StackError(404, "Not Found", "file does not exist")
+        self._file_allowed(request, vfs, perms, "GET", doc)
+        body = self._dir_document(request, vfs, doc)
+        contents = body["data"]["relationships"]["contents"]
+        answer: dict = {"data": body["included"], "meta": {"count": contents["meta"]["count"]}}
+        if "next" in contents["links"]:
+            answer["links"] = {"next": contents["links"]["next"].replace(f"/files/{id}/relationships/contents",
+                                                                         request.raw_path)}
+        return json_response(200, answer, JSONAPI)
 
     def show_file(self, request: Request, inst: dict, id: str) -> Response:
         perms = self.permissions(request, inst, "files")
