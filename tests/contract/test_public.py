@@ -551,7 +551,7 @@ def _(d: Double):
     assert reply.header("Content-Type").startswith("text/html")
 
 
-@T.row(f"{W}settings/disk_usage.go diskUsage", "used, files, versions as strings; quota only when set; trash "
+@T.row(f"{W}settings/disk_usage.go diskUsage, checkAccessToDiskUsage", "used, files, versions as strings; quota only when set; trash "
        "with include=trash")
 def _(d: Double):
     domain, token = instance(d)
@@ -563,6 +563,10 @@ def _(d: Double):
     domain2, token2 = instance(d, DiskQuota="1000")
     attrs = d.public("GET", "/settings/disk-usage", domain2, token2).json()["data"]["attributes"]
     assert attrs["quota"] == "1000"
+    # checkAccessToDiskUsage: CanWriteToAnyDirectory, a POST rule on io.cozy.files even on one directory.
+    narrow = d.token(domain, scope=f"io.cozy.files:POST:{ROOT}")
+    assert d.public("GET", "/settings/disk-usage", domain, narrow).status == 200
+    assert d.public("GET", "/settings/disk-usage", domain, d.token(domain, scope="io.cozy.contacts")).status == 403
 
 
 @T.row(f"{W}settings/capabilities.go getCapabilities", "any valid token; flat_subdomains follows the config")

@@ -371,10 +371,9 @@ class Files:
             store.pop(key, None)
         store[secret] = (inst["domain"], vfs.path_of(doc), now)
         filename = request.param("Filename") or doc["name"]
-        resource = file_resource(doc)
-        resource["links"] = {**resource["links"], "related": f"/files/downloads/{secret}/{filename}"}
-        return json_response(200, {"data": resource, "links": {"related": f"/files/downloads/{secret}/{filename}"}},
-                             JSONAPI)
+        # FileData(…, links): the link is the document's top-level links, the file's own stay.
+        return json_response(200, {"data": file_resource(doc),
+                                   "links": {"related": f"/files/downloads/{secret}/{filename}"}}, JSONAPI)
 
     def download_by_secret(self, request: Request, inst: dict, secret: str, name: str) -> Response:
         entry = self.__dict__.get("_download_secrets", {}).get(secret)

@@ -97,8 +97,10 @@ class Settings:
         """web/settings/disk_usage.go diskUsage: ``used``, ``files``, ``versions`` always (strings),
         ``quota`` when not zero, ``trash`` with ``include=trash``."""
         perms = self.permissions(request, inst, "files")
+        # checkAccessToDiskUsage: GET on the document, else CanWriteToAnyDirectory (a rule on
+        # io.cozy.files with POST, whatever its values).
         if not (perms.allows(SETTINGS, "GET", ["io.cozy.settings.disk-usage"])
-                or perms.allows(FILES, "POST")):
+                or any(rule.allows(FILES, "POST") for rule in perms.rules)):
             raise self.forbidden(request, "files")
         used, trashed, _ = self.stack.vfs(inst).usage()
         attributes: dict = {"used": str(used)}
