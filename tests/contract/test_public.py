@@ -551,8 +551,8 @@ def _(d: Double):
     assert reply.header("Content-Type").startswith("text/html")
 
 
-@T.row(f"{W}settings/disk_usage.go diskUsage, checkAccessToDiskUsage", "used, files, versions as strings; quota only when set; trash "
-       "with include=trash")
+@T.row(f"{W}settings/disk_usage.go diskUsage, checkAccessToDiskUsage", "used, files, versions as strings; quota "
+       "only when set; trash with include=trash; any POST rule on io.cozy.files reads it")
 def _(d: Double):
     domain, token = instance(d)
     upload(d, domain, token, "a.txt", b"12345")
@@ -645,6 +645,8 @@ def _(d: Double):
     assert listed["data"] == [] and listed["meta"]["count"] == 0
     reply = d.public("PATCH", f"/files/{ROOT}", domain, token, body=b'{"data": {"attributes": {"name": "x"}}}')
     files_error(reply, 500, "Unqualified error", "invalid argument")
+    reply = d.public("DELETE", f"/files/{ROOT}", domain, token)
+    files_error(reply, 412, "Precondition Failed", "Forbidden document move", {"parameter": "dir-id"})
 
 
 @T.row(f"{W}files/files.go FileDownload, CopyFile, ModifyMetadataByIDHandler, OverwriteFileContentHandler",
@@ -659,6 +661,8 @@ def _(d: Double):
     assert d.public("GET", "/files/downloads/nope/f.txt", domain).status == 404
     copy = d.public("POST", f"/files/{file_id}/copy", domain, token)
     assert copy.status == 201 and copy.json()["data"]["attributes"]["name"] == "f (copy).txt"
+    again = d.public("POST", f"/files/{file_id}/copy", domain, token).json()["data"]["attributes"]
+    assert again["name"] == "f (copy) (2).txt"  # vfs.ConflictName
     body = json.dumps({"data": {"attributes": {"name": "g.txt"}}}).encode()
     renamed = d.public("PATCH", f"/files/{file_id}", domain, token, body=body)
     assert renamed.status == 200 and renamed.json()["data"]["attributes"]["name"] == "g.txt"

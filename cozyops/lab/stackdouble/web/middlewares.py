@@ -130,8 +130,9 @@ JSON_TYPES = ("application/vnd.api+json", "application/json")
 
 
 def _negotiate(request: Request, html_default: bool) -> bool:
-    """middlewares.Accept: the first offer the Accept header names (JSON:API, JSON, HTML, text),
-    else the group's default (JSON:API for the API, HTML for / and /auth). True for JSON."""
+    """middlewares.Accept: the offer the Accept header names first (JSON:API, JSON, HTML, text);
+    without an Accept header, the group's default (JSON:API for the API, HTML for / and /auth).
+    True for JSON. (Quality values are not weighed.)"""
     accept = (request.header("Accept") or "").lower()
     best, where = None, len(accept) + 1
     for offer in (*JSON_TYPES, "text/html", "text/plain"):
@@ -139,7 +140,11 @@ def _negotiate(request: Request, html_default: bool) -> bool:
         if at != -1 and at < where:
             best, where = offer, at
     if best is None:
-        return not html_default
+        # No Accept header: the group's default. A wildcard matches the first offer (JSON:API),
+        # text/* the first text one (HTML): httputil.NegotiateContentType.
+        if not accept.strip():
+            return not html_default
+        return "text/*" not in accept
     return best in JSON_TYPES
 
 
