@@ -62,13 +62,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cozyops.lab import pouchdb, rootfs
+    from cozyops.lab import jsclient, pouchdb, rootfs
 
     # The hosts' root filesystem that `cozyops lab setup` built (./dev test runs it first) is
     # used read-only, as the lower layer of the hosts' overlays; nothing is written there.
     os.environ.setdefault("COZYOPS_ROOTFS_CACHE", str(rootfs.cache_root()))
     # Likewise pouchdb-server's node modules, which `lab setup` installed with npm.
     os.environ.setdefault("COZYOPS_POUCHDB_CACHE", str(pouchdb.cache_root()))
+    # And cozy-stack-client's, for the double's conformance run.
+    os.environ.setdefault("COZYOPS_JSCLIENT_CACHE", str(jsclient.cache_root()))
     home = tmp_path_factory.mktemp("home")
     for variable, sub in (("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
         os.environ[variable] = str(home / sub)

@@ -15,6 +15,7 @@ from cozyops import paths
 from cozyops.cli.render import emit_json, err_console
 from cozyops.errors import LabError
 from cozyops.lab import demo as lab_demo
+from cozyops.lab import jsclient as lab_jsclient
 from cozyops.lab import pouchdb as lab_pouchdb
 from cozyops.lab import rootfs as lab_rootfs
 from cozyops.lab import setup as lab_setup
@@ -78,6 +79,9 @@ def setup(json: bool = JsonOption) -> None:
     with err_console.status(f"pouchdb-server {lab_pouchdb.VERSION}: npm ci (log: {log})"):
         pouch = lab_pouchdb.install(log)
     pouch_seconds = time.monotonic() - pouch_started
+    client_new = not lab_jsclient.installed(lab_jsclient.path())
+    with err_console.status(f"cozy-stack-client {lab_jsclient.VERSION}: npm ci (log: {log})"):
+        client = lab_jsclient.install(log)
     if json:
         emit_json({
             "installed": result.installed,
@@ -85,11 +89,15 @@ def setup(json: bool = JsonOption) -> None:
             "seconds": round(seconds, 1),
             "rootfs": {"path": str(built.path), "built": built.built, "seconds": round(built.seconds, 1)},
             "pouchdb_server": {"path": str(pouch), "built": pouch_new, "seconds": round(pouch_seconds, 1)},
+            "cozy_stack_client": {"path": str(client), "built": client_new},
         })
-    elif pouch_new:
+        return
+    if pouch_new:
         err_console.print(f"installed pouchdb-server {lab_pouchdb.VERSION} in {pouch_seconds:.1f} s: {pouch}")
     else:
         err_console.print(f"pouchdb-server {lab_pouchdb.VERSION} is installed: {pouch}")
+    word = "installed" if client_new else "is installed:"
+    err_console.print(f"cozy-stack-client {lab_jsclient.VERSION} {word} {client}")
 
 
 @app.command()
@@ -182,6 +190,7 @@ def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonO
         lab_setup.missing_packages()
         or not lab_rootfs.built(lab_rootfs.path())
         or not lab_pouchdb.installed(lab_pouchdb.path())
+        or not lab_jsclient.installed(lab_jsclient.path())
     ):
         setup(json=False)
     lab = Lab.open(lab_id, directory)

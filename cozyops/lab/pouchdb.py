@@ -66,12 +66,12 @@ def find() -> Path:
     return directory
 
 
-def npm() -> str:
+def npm(what: str = "pouchdb-server") -> str:
     """The machine's npm (Node.js comes from the machine: Debian's or NodeSource's package)."""
     found = shutil.which("npm")
     if found is None or shutil.which("node") is None:
         raise LabError(
-            "pouchdb-server",
+            what,
             "needs Node.js (20 or newer) and npm on the PATH, and they are not there",
             "install the nodejs package (with npm), then run `sudo cozyops lab setup` again",
         )
@@ -86,16 +86,24 @@ def install(log: Path) -> Path:
     final = path()
     if installed(final):
         return final
-    program = npm()
+    marker = {"pouchdb-server": VERSION, "lockfile": digest()}
+    return npm_ci("pouchdb-server", MANIFEST, LOCKFILE, final, ENTRY, MARKER, marker, log)
+
+
+def npm_ci(what: str, manifest: Path, lockfile: Path, final: Path, entry: Path, marker_name: str, marker: dict,
+           log: Path, extra: tuple[str, ...] = ()) -> Path:
+    """``npm ci`` of ``manifest`` and ``lockfile`` into ``final``, atomically (a build directory
+    renamed into place once ``entry`` is there and the marker written); npm's cache stays inside."""
+    program = npm(what)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = final.parent / f".build-{final.name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     try:
         work.mkdir()
-        shutil.copyfile(MANIFEST, work / "package.json")
-        shutil.copyfile(LOCKFILE, work / "package-lock.json")
-        command = [program, "ci", "--no-audit", "--no-fund", "--cache", str(work / ".npm-cache")]
+        shutil.copyfile(manifest, work / "package.json")
+        shutil.copyfile(lockfile, work / "package-lock.json")
+        command = [program, "ci", "--no-audit", "--no-fund", *extra, "--cache", str(work / ".npm-cache")]
         # npm 11 warns that leveldown's and sqlite3's install scripts are not allowed: nothing
         # breaks (leveldown ships prebuilt binaries; sqlite3 is only for --sqlite).
         env = {**os.environ, "npm_config_update_notifier": "false"}
@@ -106,12 +114,12 @@ def install(log: Path) -> Path:
                 command, cwd=work, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
             )
         if done.returncode != 0:
-            raise LabError("npm ci (pouchdb-server)", f"failed (exit {done.returncode}); see {log}")
-        if not (work / ENTRY).is_file():
-            raise LabError("npm ci (pouchdb-server)", f"did not install {ENTRY}; see {log}")
+            raise LabError(f"npm ci ({what})", f"failed (exit {done.returncode}); see {log}")
+        if not (work / entry).is_file():
+            raise LabError(f"npm ci ({what})", f"did not install {entry}; see {log}")
         shutil.rmtree(work / ".npm-cache", ignore_errors=True)
-        marker = {"pouchdb-server": VERSION, "lockfile": digest(), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        (work / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        stamp = {**marker, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        (work / marker_name).write_text(json.dumps(stamp, indent=2) + "\n")
         work.rename(final)
     finally:
         shutil.rmtree(work, ignore_errors=True)

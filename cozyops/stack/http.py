@@ -46,6 +46,9 @@ def error_from(response: requests.Response, where: str) -> StackError:
     if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
         first = body["errors"][0]
         title, detail = str(first.get("title", title)), str(first.get("detail", ""))
+    elif isinstance(body, list) and body and isinstance(body[0], dict):
+        # A blocked instance: a bare list of JSON:API errors (web/middlewares/instance.go).
+        title, detail = str(body[0].get("title", title)), str(body[0].get("detail", ""))
     elif isinstance(body, dict) and "error" in body:
         title, detail = str(body["error"]), str(body.get("reason", ""))
     elif response.text.strip():

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cozyops.stack.http import Http
+from cozyops.stack.http import Http, error_from
 
 ROOT_ID = "io.cozy.files.root-dir"
 TRASH_ID = "io.cozy.files.trash-dir"
@@ -199,9 +199,25 @@ class PublicClient:
         return self.http.request("DELETE", f"/data/{doctype}/{doc_id}", where, params={"rev": rev}).json()
 
     def all_docs(self, doctype: str, include_docs: bool = True) -> list[dict]:
+        """Every row; none when the doctype's database was never written (cozy-stack passes
+        CouchDB's 404 on, as its own client expects)."""
         params = {"include_docs": "true"} if include_docs else {}
-        rows = self.http.request("GET", f"/data/{doctype}/_all_docs", f"{doctype} _all_docs", params=params).json()
-        return rows.get("rows", [])
+        response = self._data_read("GET", f"/data/{doctype}/_all_docs", f"{doctype} _all_docs", params=params)
+        return response.json().get("rows", []) if response is not None else []
+
+    def _data_read(self, method: str, path: str, where: str, **kwargs: Any):
+        """A read of a doctype's documents; None when its database does not exist (CouchDB's
+        ``not_found`` 404, which cozy-stack passes on)."""
+        response = self.http.request(method, path, where, expect=(200, 404), **kwargs)
+        if response.status_code == 404:
+            try:
+                missing = response.json().get("error") == "not_found"
+            except (ValueError, AttributeError):
+                missing = False
+            if not missing:
+                raise error_from(response, where)
+            return None
+        return response
 
     def normal_docs(self, doctype: str, limit: int = 100) -> Iterator[dict]:
         """Every non-design document, following the bookmark."""
@@ -210,8 +226,11 @@ class PublicClient:
             params: dict[str, Any] = {"limit": limit}
             if bookmark:
                 params["bookmark"] = bookmark
-            body = self.http.request("GET", f"/data/{doctype}/_normal_docs", f"{doctype} _normal_docs",
-                                     params=params).json()
+            response = self._data_read("GET", f"/data/{doctype}/_normal_docs", f"{doctype} _normal_docs",
+                                       params=params)
+            if response is None:
+                return
+            body = response.json()
             rows = body.get("rows") or []
             yield from rows
             bookmark = body.get("bookmark", "")
@@ -220,7 +239,8 @@ class PublicClient:
 
     def find(self, doctype: str, selector: dict, limit: int = 100) -> list[dict]:
         body = {"selector": selector, "limit": limit}
-        return self.http.request("POST", f"/data/{doctype}/_find", f"{doctype} _find", json=body).json()["docs"]
+        response = self._data_read("POST", f"/data/{doctype}/_find", f"{doctype} _find", json=body)
+        return response.json()["docs"] if response is not None else []
 
     def close(self) -> None:
         self.http.close()

@@ -217,6 +217,97 @@ def _(d: Double):
     assert call(d, domain, wildcard, "POST", "/data/io.cozy.photos.albums/", {"name": "x"}).status == 201
 
 
+# --- read from cozy-stack's source at db1163854 (docs/double.md, "Public API")
+W = "cozy-stack web/data/"
+
+
+@T.row(f"{W}replication.go changesFeed", "_changes: CouchDB's feed; an unknown parameter: 400 `Bad Request(400): "
+       "Unsupported query parameter`; a bad limit: 400")
+def _(d: Double):
+    domain, token = instance(d)
+    doc = created(d, domain, token)
+    feed = call(d, domain, token, "GET", "/data/io.cozy.contacts/_changes", query={"include_docs": "true"})
+    assert feed.status == 200 and "last_seq" in feed.json()
+    assert any(r["id"] == doc["id"] and r["doc"]["fn"] == "Ann" for r in feed.json()["results"])
+    since = call(d, domain, token, "GET", "/data/io.cozy.contacts/_changes", query={"since": feed.json()["last_seq"]})
+    assert since.json()["results"] == []
+    reply = call(d, domain, token, "GET", "/data/io.cozy.contacts/_changes", query={"nope": "1"})
+    assert (reply.status, reply.json()) == (400, {"error": "Bad Request(400): Unsupported query parameter 'nope'"})
+    assert call(d, domain, token, "GET", "/data/io.cozy.contacts/_changes", query={"limit": "x"}).status == 400
+    narrow = d.token(domain, scope=f"io.cozy.contacts:GET:{doc['id']}")
+    assert call(d, domain, narrow, "GET", "/data/io.cozy.contacts/_changes").status == 403
+
+
+@T.row(f"{W}replication.go bulkDocs", "_bulk_docs: the whole doctype with POST; the database made if missing; "
+       "CouchDB's answer")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = call(d, domain, token, "POST", "/data/io.cozy.photos.albums/_bulk_docs",
+                 {"docs": [{"_id": "a1", "name": "one"}, {"_id": "a2", "name": "two"}]})
+    assert reply.status == 201 and [r["id"] for r in reply.json()] == ["a1", "a2"]
+    assert all(r["ok"] for r in reply.json())
+    got = call(d, domain, token, "GET", "/data/io.cozy.photos.albums/a2").json()
+    assert got["name"] == "two"
+    reply = call(d, domain, token, "POST", "/data/io.cozy.files/_bulk_docs", {"docs": []})
+    assert reply.json() == {"error": "code=403, message=reserved doctype io.cozy.files unwritable"}
+
+
+@T.row(f"{W}data.go getDesignDocs, getDesignDoc, deleteDesignDoc, copyDesignDoc", "the design documents of a "
+       "doctype; DELETE needs a rev; copy needs a Destination header (201)")
+def _(d: Double):
+    domain, token = instance(d)
+    created(d, domain, token)
+    index = call(d, domain, token, "POST", "/data/io.cozy.contacts/_index",
+                 {"index": {"fields": ["fn"]}, "ddoc": "by-fn"})
+    assert index.status == 200
+    listed = call(d, domain, token, "GET", "/data/io.cozy.contacts/_design_docs").json()
+    assert [r["id"] for r in listed["rows"]] == ["_design/by-fn"]
+    ddoc = call(d, domain, token, "GET", "/data/io.cozy.contacts/_design/by-fn")
+    assert ddoc.status == 200 and ddoc.json()["_id"] == "_design/by-fn"
+    reply = call(d, domain, token, "POST", "/data/io.cozy.contacts/_design/by-fn/copy")
+    assert (reply.status, reply.json()) == (400, "You must set a Destination header")
+    reply = call(d, domain, token, "POST", "/data/io.cozy.contacts/_design/by-fn/copy",
+                 headers={"Destination": "_design/by-fn-2"})
+    assert reply.status == 201 and reply.json()["id"] == "_design/by-fn-2"
+    reply = call(d, domain, token, "DELETE", "/data/io.cozy.contacts/_design/by-fn-2")
+    assert (reply.status, reply.json()) == (400, {"error": "You must pass a rev param"})
+    rev = call(d, domain, token, "GET", "/data/io.cozy.contacts/_design/by-fn-2").json()["_rev"]
+    reply = call(d, domain, token, "DELETE", "/data/io.cozy.contacts/_design/by-fn-2", query={"rev": rev})
+    assert reply.status == 200
+
+
+@T.row(f"{W}data.go allDocs, normalDocs, findDocuments; replication.go proxy", "a database never written: "
+       "_all_docs passes CouchDB's 404 on; _normal_docs and _find answer it as a CouchDB error")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = call(d, domain, token, "GET", "/data/io.cozy.photos.albums/_all_docs")
+    assert (reply.status, reply.json()) == (404, {"error": "not_found", "reason": "Database does not exist."})
+    couch_error = {"ok": False, "status": "404", "error": "not_found", "reason": "Database does not exist."}
+    reply = call(d, domain, token, "GET", "/data/io.cozy.photos.albums/_normal_docs")
+    assert (reply.status, reply.json()) == (404, couch_error)
+    reply = call(d, domain, token, "POST", "/data/io.cozy.photos.albums/_find", {"selector": {"x": 1}})
+    assert (reply.status, reply.json()) == (404, couch_error)
+
+
+@T.row(f"{W}data.go dataAPIWelcome, allDoctypes, DeleteDatabase; replication.go dbStatus, createDB",
+       "GET /data/ welcomes; _all_doctypes needs io.cozy.doctypes; a database made, shown and deleted")
+def _(d: Double):
+    domain, token = instance(d, scope="io.cozy.contacts io.cozy.doctypes io.cozy.photos.albums")
+    assert call(d, domain, None, "GET", "/data/").json() == {"message": "welcome to a cozy API"}
+    doctypes = call(d, domain, token, "GET", "/data/_all_doctypes").json()
+    assert "io.cozy.contacts" in doctypes and "io.cozy.settings" in doctypes
+    assert "io.cozy.permissions" not in doctypes and "io.cozy.sharings" not in doctypes  # CheckReadable: none
+    narrow = d.token(domain, scope="io.cozy.contacts")
+    assert call(d, domain, narrow, "GET", "/data/_all_doctypes").status == 403
+    made = call(d, domain, token, "PUT", "/data/io.cozy.photos.albums/")
+    assert made.status == 201 and made.json() == {"ok": True}
+    assert call(d, domain, token, "GET", "/data/io.cozy.photos.albums/").status == 200
+    gone = call(d, domain, token, "DELETE", "/data/io.cozy.photos.albums/")
+    assert (gone.status, gone.json()) == (200, {"ok": True, "deleted": True})
+    reply = call(d, domain, token, "GET", "/data/io.cozy.photos.albums/")
+    assert reply.status == 404 and reply.json()["error"] == "not_found"
+
+
 @pytest.mark.parametrize("check", T.rows)
 @pytest.mark.parametrize("mode", ["nested", "flat"])
 def test_data(doubles, mode, check):

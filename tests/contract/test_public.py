@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import socket
 from urllib.parse import parse_qs, urlsplit
 
@@ -484,6 +485,320 @@ def _(d: Double):
     reply = d.public("DELETE", path, domain, token, body=body)
     assert reply.status == 204
     assert d.public("GET", path, domain, token).json()["meta"]["count"] == 0
+
+
+# --- read from cozy-stack's source at db1163854 (docs/double.md, "Public API")
+W = "cozy-stack web/"
+
+
+def block(d: Double, domain: str, reason: str) -> None:
+    reply = d.admin("PATCH", f"/instances/{domain}", {"Blocked": "true", "BlockingReason": reason})
+    assert reply.status == 200, reply.text
+
+
+@T.row(f"{W}middlewares/instance.go handleBlockedInstance", "PAYMENT_FAILED: 402 and a JSON list of one Blocked "
+       "error; HTML asked: a page; a CLI token goes through (CheckInstanceBlocked)")
+def _(d: Double):
+    domain, token = instance(d)
+    block(d, domain, "PAYMENT_FAILED")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "application/json"})
+    assert reply.status == 402
+    assert reply.json() == [{"status": "402", "title": "Blocked", "code": "UNKNOWN",
+                             "detail": "The Twake is blocked for an unknown reason"}]
+    page = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "text/html"})
+    assert page.status == 402 and page.header("Content-Type").startswith("text/html")
+    assert "The Twake requires a payment" in page.text
+    assert d.public("GET", f"/files/{ROOT}", domain, token).status == 200
+
+
+@T.row(f"{W}routing.go mwsNotBlocked", "a blocked instance keeps /settings and /apps open; /data is blocked; an "
+       "unknown reason: 503")
+def _(d: Double):
+    domain, token = instance(d)
+    app_token = d.token(domain, scope="", audience="app", Subject="drive")
+    block(d, domain, "whatever")
+    assert d.public("GET", "/settings/capabilities", domain, app_token).status == 200
+    assert d.public("GET", "/apps/", domain).status == 401  # not blocked: the token is what is missing
+    reply = d.public("GET", "/data/io.cozy.contacts/_all_docs", domain, app_token)
+    assert reply.status == 503 and reply.json()[0]["code"] == "UNKNOWN"
+
+
+@T.row(f"{W}routing.go SetupAppsHandler", "an app host of a blocked instance answers the blocked page (HTML "
+       "by default)")
+def _(d: Double):
+    domain, _ = instance(d, Apps="drive")
+    user, rest = domain.split(".", 1)
+    app_host = f"drive.{domain}" if d.mode == "nested" else f"{user}-drive.{rest}"
+    assert d.public("GET", "/", app_host).status == 302
+    block(d, domain, "PAYMENT_FAILED")
+    reply = d.public("GET", "/", app_host)
+    assert reply.status == 402 and reply.header("Content-Type").startswith("text/html")
+
+
+@T.row(f"{W}middlewares/instance.go handleBlockedInstance", "IMPORTING/MOVING: /move/ open; JSON: 503 with the "
+       "payment message (as the source words it); HTML: 302 to /move/importing; LOGIN_FAILED: 503 page")
+def _(d: Double):
+    domain, _ = instance(d)
+    block(d, domain, "IMPORTING")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "application/vnd.api+json"})
+    assert (reply.status, reply.json()) == (503, {"error": "The Twake requires a payment"})
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "text/html"})
+    assert (reply.status, reply.header("Location")) == (302, f"https://{domain}/move/importing")
+    assert d.public("GET", "/move/exports/nope", domain).status == 404
+    block(d, domain, "LOGIN_FAILED")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Accept": "application/json"})
+    assert reply.status == 503 and "too many login attempts" in reply.text
+    assert reply.header("Content-Type").startswith("text/html")
+
+
+@T.row(f"{W}settings/disk_usage.go diskUsage, checkAccessToDiskUsage", "used, files, versions as strings; quota "
+       "only when set; trash with include=trash; any POST rule on io.cozy.files reads it")
+def _(d: Double):
+    domain, token = instance(d)
+    upload(d, domain, token, "a.txt", b"12345")
+    attrs = d.public("GET", "/settings/disk-usage", domain, token).json()["data"]["attributes"]
+    assert attrs == {"used": "5", "files": "5", "versions": "0"}
+    with_trash = d.public("GET", "/settings/disk-usage", domain, token, {"include": "trash"}).json()
+    assert with_trash["data"]["attributes"]["trash"] == "0"
+    domain2, token2 = instance(d, DiskQuota="1000")
+    attrs = d.public("GET", "/settings/disk-usage", domain2, token2).json()["data"]["attributes"]
+    assert attrs["quota"] == "1000"
+    # checkAccessToDiskUsage: CanWriteToAnyDirectory, a POST rule on io.cozy.files even on one directory.
+    narrow = d.token(domain, scope=f"io.cozy.files:POST:{ROOT}")
+    assert d.public("GET", "/settings/disk-usage", domain, narrow).status == 200
+    assert d.public("GET", "/settings/disk-usage", domain, d.token(domain, scope="io.cozy.contacts")).status == 403
+
+
+@T.row(f"{W}settings/capabilities.go getCapabilities", "any valid token; flat_subdomains follows the config")
+def _(d: Double):
+    domain, _ = instance(d)
+    token = d.token(domain, scope="io.cozy.contacts")
+    reply = d.public("GET", "/settings/capabilities", domain, token)
+    assert reply.status == 200 and reply.header("Content-Type").startswith(JSONAPI)
+    data = reply.json()["data"]
+    assert (data["type"], data["id"]) == ("io.cozy.settings", "io.cozy.settings.capabilities")
+    assert data["attributes"] == {"file_versioning": True, "flat_subdomains": d.mode == "flat",
+                                  "can_auth_with_password": True, "can_auth_with_magic_links": False,
+                                  "can_auth_with_oidc": False}
+    assert d.public("GET", "/settings/capabilities", domain).status == 401
+
+
+@T.row(f"{W}settings/instance.go getInstance, updateInstance", "the settings document with the instance's fields; "
+       "PUT keeps what it is given, rev checked")
+def _(d: Double):
+    domain, token = instance(d, Locale="fr", Email="a@example.org")
+    token = d.token(domain, scope="io.cozy.settings")
+    data = d.public("GET", "/settings/instance", domain, token).json()["data"]
+    assert data["id"] == "io.cozy.settings.instance" and data["attributes"]["locale"] == "fr"
+    assert data["attributes"]["email"] == "a@example.org" and data["attributes"]["auth_mode"] == "basic"
+    body = {"data": {"type": "io.cozy.settings", "id": data["id"], "meta": data["meta"],
+                     "attributes": {**data["attributes"], "tz": "Europe/Paris"}}}
+    reply = d.public("PUT", "/settings/instance", domain, token, body=json.dumps(body).encode())
+    assert reply.status == 200 and reply.json()["data"]["attributes"]["tz"] == "Europe/Paris"
+    stale = d.public("PUT", "/settings/instance", domain, token, body=json.dumps(body).encode())
+    assert stale.status == 409
+
+
+@T.row(f"{W}permissions/permissions.go displayPermissions", "/permissions/self: the token's rules as rule<i>, "
+       "verbs in order, empty fields left out")
+def _(d: Double):
+    domain, _ = instance(d)
+    token = d.token(domain, scope="io.cozy.files:GET,POST io.cozy.contacts")
+    attrs = d.public("GET", "/permissions/self", domain, token).json()["data"]["attributes"]
+    assert attrs == {"type": "cli", "permissions": {
+        "rule0": {"type": "io.cozy.files", "verbs": ["GET", "POST"]},
+        "rule1": {"type": "io.cozy.contacts", "verbs": ["GET", "POST", "PUT", "PATCH", "DELETE"]}}}
+
+
+@T.row(f"{W}files/files.go Trash, Restore, DestroyFileHandler, ClearTrashHandler; model/vfs TrashFile, "
+       "RestoreFile, tryOrUseSuffix, getRestoreDir", "DELETE /files/:id trashes (200, restore_path; a name taken in "
+       "the trash gets ' (<9 digits>)'); restore strips it, remakes a gone parent; trash/:id destroys; "
+       "DELETE /files/trash: 204")
+def _(d: Double):
+    domain, token = instance(d)
+    dir_id = mkdir(d, domain, token, "D").json()["data"]["id"]
+    file_id = upload(d, domain, token, "f.txt", b"abc", parent=dir_id).json()["data"]["id"]
+    twin_id = upload(d, domain, token, "f.txt", b"abc").json()["data"]["id"]
+    reply = d.public("POST", f"/files/trash/{file_id}", domain, token)
+    files_error(reply, 500, "Unqualified error", "File or directory is not in the trash")
+    trashed = d.public("DELETE", f"/files/{file_id}", domain, token)
+    attrs = trashed.json()["data"]["attributes"]
+    assert trashed.status == 200 and attrs["trashed"] is True and attrs["dir_id"] == "io.cozy.files.trash-dir"
+    assert attrs["restore_path"] == "/D"
+    files_error(d.public("DELETE", f"/files/{file_id}", domain, token), 400, "Bad Request",
+                "File or directory is already in the trash")
+    twin = d.public("DELETE", f"/files/{twin_id}", domain, token).json()["data"]["attributes"]
+    assert re.fullmatch(r"f\.txt \(\d{9}\)", twin["name"]), twin["name"]
+    restored = d.public("POST", f"/files/trash/{twin_id}", domain, token).json()["data"]["attributes"]
+    assert restored["name"] == "f.txt" and restored["dir_id"] == ROOT and "restore_path" not in restored
+    trashed_dir = d.public("DELETE", f"/files/{dir_id}", domain, token).json()["data"]["attributes"]
+    assert trashed_dir["path"] == "/.cozy_trash/D"
+    assert d.public("DELETE", f"/files/trash/{dir_id}", domain, token).status == 204
+    # The file's parent is gone: restoring it makes /D again.
+    back = d.public("POST", f"/files/trash/{file_id}", domain, token).json()["data"]["attributes"]
+    assert back["trashed"] is False
+    assert d.public("GET", "/files/metadata", domain, token, {"Path": "/D/f.txt"}).status == 200
+    d.public("DELETE", f"/files/{twin_id}", domain, token)
+    assert d.public("DELETE", "/files/trash", domain, token).status == 204
+    assert d.public("GET", f"/files/{twin_id}", domain, token).status == 404
+    listed = d.public("GET", "/files/trash", domain, token).json()
+    assert listed["data"] == [] and listed["meta"]["count"] == 0
+    reply = d.public("PATCH", f"/files/{ROOT}", domain, token, body=b'{"data": {"attributes": {"name": "x"}}}')
+    files_error(reply, 500, "Unqualified error", "invalid argument")
+    reply = d.public("DELETE", f"/files/{ROOT}", domain, token)
+    files_error(reply, 412, "Precondition Failed", "Forbidden document move", {"parameter": "dir-id"})
+
+
+@T.row(f"{W}files/files.go FileDownload, CopyFile, ModifyMetadataByIDHandler, OverwriteFileContentHandler",
+       "POST /files/downloads gives links.related; copy is '<name> (copy)<ext>'; PATCH renames; PUT replaces")
+def _(d: Double):
+    domain, token = instance(d)
+    file_id = upload(d, domain, token, "f.txt", b"abc").json()["data"]["id"]
+    link = d.public("POST", "/files/downloads", domain, token, {"Id": file_id}).json()["links"]["related"]
+    assert link.startswith("/files/downloads/") and link.endswith("/f.txt")
+    got = d.public("GET", link, domain)
+    assert (got.status, got.body) == (200, b"abc")
+    assert d.public("GET", "/files/downloads/nope/f.txt", domain).status == 404
+    copy = d.public("POST", f"/files/{file_id}/copy", domain, token)
+    assert copy.status == 201 and copy.json()["data"]["attributes"]["name"] == "f (copy).txt"
+    again = d.public("POST", f"/files/{file_id}/copy", domain, token).json()["data"]["attributes"]
+    assert again["name"] == "f (copy) (2).txt"  # vfs.ConflictName
+    body = json.dumps({"data": {"attributes": {"name": "g.txt"}}}).encode()
+    renamed = d.public("PATCH", f"/files/{file_id}", domain, token, body=body)
+    assert renamed.status == 200 and renamed.json()["data"]["attributes"]["name"] == "g.txt"
+    put = d.public("PUT", f"/files/{file_id}", domain, token, body=b"new!", headers={"Content-MD5": md5(b"new!")})
+    assert put.status == 200 and put.json()["data"]["attributes"]["size"] == "4"
+    assert d.public("GET", "/files/download", domain, token, {"Path": "/g.txt"}).body == b"new!"
+
+
+@T.row(f"{W}../pkg/jsonapi/jsonapi.go ExtractPaginationCursor, PaginationCursorToParams; web/files/paginated.go "
+       "DirData, dirDataList", "directory pages: cursor [[dir_id, type, name], next id]; page[skip] gives a skip "
+       "link, encoded as url.Values.Encode; contents has its self and next links; /relationships/contents lists")
+def _(d: Double):
+    domain, token = instance(d)
+    dir_id = mkdir(d, domain, token, "P").json()["data"]["id"]
+    for i in range(5):
+        upload(d, domain, token, f"f{i}", b"x", parent=dir_id)
+    first = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2"}).json()
+    cursor = parse_qs(urlsplit(first["links"]["next"]).query)["page[cursor]"][0]
+    key, next_id = json.loads(cursor)
+    assert key == [dir_id, "file", "f2"] and isinstance(next_id, str)
+    second = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2", "page[cursor]": cursor}).json()
+    assert [f["attributes"]["name"] for f in second["included"]] == ["f2", "f3"]
+    skipped = d.public("GET", f"/files/{dir_id}", domain, token, {"page[limit]": "2", "page[skip]": "2"}).json()
+    assert [f["attributes"]["name"] for f in skipped["included"]] == ["f2", "f3"]
+    assert skipped["links"]["next"] == f"/files/{dir_id}?page%5Blimit%5D=2&page%5Bskip%5D=4"
+    contents = skipped["data"]["relationships"]["contents"]
+    assert contents["links"] == {"self": f"/files/{dir_id}/relationships/contents",
+                                 "next": f"/files/{dir_id}/relationships/contents?page%5Blimit%5D=2&page%5Bskip%5D=4"}
+    listed = d.public("GET", f"/files/{dir_id}/relationships/contents", domain, token, {"page[limit]": "4"}).json()
+    assert [f["attributes"]["name"] for f in listed["data"]] == ["f0", "f1", "f2", "f3"]
+    assert listed["meta"] == {"count": 5} and urlsplit(listed["links"]["next"]).path.endswith("/contents")
+    bad = d.public("GET", f"/files/{dir_id}", domain, token, {"page[cursor]": json.dumps([dir_id, "file", "f2"])})
+    assert bad.status == 400
+
+
+@T.row(f"{W}files/references.go ListReferencesHandler", "next link: page[cursor]=[[doctype, id], next file id] "
+       "then page[limit], encoded; sort=datetime adds the date to the key; another sort: 400")
+def _(d: Double):
+    domain, token = instance(d)
+    ids = [upload(d, domain, token, f"p{i}.jpg", b"x").json()["data"]["id"] for i in range(3)]
+    body = json.dumps({"data": [{"type": "io.cozy.files", "id": i} for i in ids]}).encode()
+    path = "/data/io.cozy.photos.albums/al/relationships/references"
+    assert d.public("POST", path, domain, token, body=body).status == 204
+    listing = d.public("GET", path, domain, token, {"page[limit]": "2"}).json()
+    target = urlsplit(listing["links"]["next"])
+    assert target.path == path and target.query.startswith("page%5Bcursor%5D=")
+    query = parse_qs(target.query)
+    second_id = sorted(ids)[2]
+    assert json.loads(query["page[cursor]"][0]) == [["io.cozy.photos.albums", "al"], second_id]
+    rest = d.public("GET", path, domain, token, {"page[limit]": "2", "page[cursor]": query["page[cursor]"][0]})
+    assert [r["id"] for r in rest.json()["data"]] == [second_id]
+    by_date = d.public("GET", path, domain, token, {"page[limit]": "1", "sort": "datetime"}).json()
+    key, _ = json.loads(parse_qs(urlsplit(by_date["links"]["next"]).query)["page[cursor]"][0])
+    assert key[:2] == ["io.cozy.photos.albums", "al"] and len(key) == 3
+    assert d.public("GET", path, domain, token, {"sort": "name"}).status == 400
+
+
+@T.row(f"{W}files/files.go Routes", "GET /files/:id/relationships/referenced_by is no route: 405")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = d.public("GET", f"/files/{ROOT}/relationships/referenced_by", domain, token)
+    assert reply.status == 405
+
+
+@T.row(f"{W}files/files.go FindFilesMango, GetAllDocs, ChangesFeedForFiles", "_find as JSON:API with a count; "
+       "_all_docs skips the trash; _changes refuses an unknown parameter")
+def _(d: Double):
+    domain, token = instance(d)
+    file_id = upload(d, domain, token, "f.txt", b"x").json()["data"]["id"]
+    found = d.public("POST", "/files/_find", domain, token, body=json.dumps({"selector": {"name": "f.txt"}}).encode())
+    assert found.status == 200 and [r["id"] for r in found.json()["data"]] == [file_id]
+    assert found.json()["meta"]["count"] == 1 and found.json()["data"][0]["attributes"]["path"] == "/f.txt"
+    keys = json.dumps({"keys": [file_id, "io.cozy.files.trash-dir"]}).encode()
+    docs = d.public("POST", "/files/_all_docs", domain, token, body=keys).json()["data"]
+    assert [r["id"] for r in docs] == [file_id]
+    changes = d.public("GET", "/files/_changes", domain, token, {"include_docs": "true"}).json()
+    assert any(r["id"] == file_id for r in changes["results"]) and "last_seq" in changes
+    bad = d.public("GET", "/files/_changes", domain, token, {"nope": "1"})
+    assert bad.status == 400 and bad.json()["errors"][0]["detail"] == "Unsupported query parameter 'nope'"
+
+
+@T.row(f"{W}errors/errors.go HTMLErrorHandler; middlewares/instance.go NeedInstance", "an unknown instance: 404; "
+       "JSON asked: {\"error\": {}} (the error value marshals as an empty object); else the text")
+def _(d: Double):
+    reply = d.public("GET", f"/files/{ROOT}", "nobody.cozy.test", headers={"Accept": "application/json"})
+    assert (reply.status, reply.json()) == (404, {"error": {}})
+    reply = d.public("GET", f"/files/{ROOT}", "nobody.cozy.test")
+    assert (reply.status, reply.text) == (404, "Instance not found")
+    assert d.public("HEAD", f"/files/{ROOT}", "nobody.cozy.test").body == b""
+
+
+@T.row(f"{W}errors/errors.go HTMLErrorHandler; echo's router", "no route: 404 Not Found; a route under another "
+       "method: 405 with Allow (OPTIONS first), as JSON when asked")
+def _(d: Double):
+    domain, token = instance(d)
+    assert d.public("GET", "/nothing/here", domain, token).text == "Not Found"
+    reply = d.public("POST", "/settings/capabilities", domain, token, headers={"Accept": "application/json"})
+    assert (reply.status, reply.json()) == (405, {"error": "Method Not Allowed"})
+    assert reply.header("Allow") == "OPTIONS, GET"
+    # echo's router goes back to /files/:file-id when /files/metadata has no PUT: a file look-up.
+    assert d.public("PUT", "/files/metadata", domain, token).status == 404
+
+
+@T.row(f"{W}middlewares/permissions.go ExtractClaims", "a token issued for the instance's old domain is valid; "
+       "another issuer: 400 Invalid JWT token")
+def _(d: Double):
+    import time
+
+    from stackdouble import tokens
+    from stackdouble.couch import GLOBAL_INSTANCES, Couch
+    from stackdouble.instances import unb64
+
+    old = unique() + ".cozy.test"
+    domain, _ = instance(d, OldDomain=old)
+    couch = Couch(f"http://127.0.0.1:{d.couch_port}/")
+    doc = next(x for x in couch.find(GLOBAL_INSTANCES, {"domain": domain}))
+    secret = unb64(doc["cli_secret"])
+    for issuer, status in ((old, 200), ("other.cozy.test", 400)):
+        token = tokens.make(secret, "cli", issuer, "CLI", "io.cozy.files", time.time())
+        d.minted.append(token)
+        reply = d.public("GET", f"/files/{ROOT}", domain, token)
+        assert reply.status == status, reply.text
+
+
+@T.row(f"{W}middlewares/permissions.go GetRequestToken, ParseJWT", "a refused token gets WWW-Authenticate: Bearer "
+       "error=\"invalid_token\"; a refresh token: 400 `Unrecognized token audience [refresh]`; `bearer ` in lower "
+       "case is no scheme")
+def _(d: Double):
+    domain, token = instance(d)
+    reply = d.public("GET", f"/files/{ROOT}", domain, "not-a-jwt")
+    assert (reply.status, reply.header("WWW-Authenticate")) == (400, 'Bearer error="invalid_token"')
+    refresh = d.token(domain, audience="refresh")
+    reply = d.public("GET", f"/files/{ROOT}", domain, refresh)
+    assert (reply.status, reply.text) == (400, "Unrecognized token audience [refresh]")
+    reply = d.public("GET", f"/files/{ROOT}", domain, headers={"Authorization": "bearer " + token})
+    assert (reply.status, reply.text) == (401, "No token in request")
 
 
 @pytest.mark.parametrize("check", T.rows)

@@ -30,6 +30,10 @@ def response(status: int, body: str | bytes, content_type: str = "application/js
         (404, json.dumps({"ok": False, "status": "404", "error": "not_found", "reason": "missing"}),
          ("not_found", "missing")),
         (403, json.dumps({"error": "code=403, message=Forbidden"}), ("code=403, message=Forbidden", "")),
+        # a blocked instance: a bare list of errors (cozy-stack web/middlewares/instance.go warningOrBlocked)
+        (402, json.dumps([{"status": "402", "title": "Blocked", "code": "UNKNOWN",
+                           "detail": "The Twake is blocked for an unknown reason"}]),
+         ("Blocked", "The Twake is blocked for an unknown reason")),
         # plain text (Basic auth): cozy-stack.md §2.1
         (401, "missing basic auth", ("Unauthorized", "missing basic auth")),
         (403, "bad passphrase\n", ("Forbidden", "bad passphrase")),

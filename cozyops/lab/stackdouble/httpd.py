@@ -215,6 +215,13 @@ class Router:
         return None, {}, known
 
 
+    def methods_for(self, raw_path: str) -> list[str]:
+        """The methods routed for this path (what a 405's Allow header lists)."""
+        stripped = raw_path[1:] if raw_path.startswith("/") else raw_path
+        segments = stripped.split("/") if stripped else []
+        return sorted({method for method, pattern, _ in self.routes if _match(pattern, segments) is not None})
+
+
 def _match(pattern: list[str], segments: list[str]) -> dict | None:
     params: dict = {}
     if pattern and pattern[-1] == "*":

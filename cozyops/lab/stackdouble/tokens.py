@@ -84,8 +84,12 @@ def unverified_claims(token: str) -> dict:
     return claims
 
 
-def verify(token: str, secrets: dict[str, bytes], domain: str, now: float | None = None) -> dict:
-    """The claims of a valid token of this instance; TokenError otherwise."""
+def verify(token: str, secrets: dict[str, bytes], domain: str, now: float | None = None,
+           old_domain: str = "") -> dict:
+    """The claims of a valid token of this instance; TokenError otherwise.
+
+    The issuer is the instance's domain or its old domain (cozy-stack's
+    web/middlewares/permissions.go ExtractClaims)."""
     claims = unverified_claims(token)
     audience = claims.get("aud")
     secret = secrets.get(SECRET_OF.get(audience, ""), b"")
@@ -98,7 +102,7 @@ def verify(token: str, secrets: dict[str, bytes], domain: str, now: float | None
     expected = hmac.new(secret, f"{header_b64}.{payload_b64}".encode(), hashlib.sha512).digest()
     if not secret or header.get("alg") != "HS512" or not hmac.compare_digest(signature, expected):
         raise TokenError(400, "Invalid JWT token")
-    if claims.get("iss") != domain:
+    if claims.get("iss") not in (domain, old_domain or domain):
         raise TokenError(400, "Invalid JWT token")
     validity = VALIDITY.get(audience)
     issued = claims.get("iat")

@@ -12,6 +12,8 @@ import hashlib
 import json
 import mimetypes
 import os
+import posixpath
+import random
 import re
 import shutil
 import threading
@@ -477,6 +479,181 @@ class VFS:
             with self.lock:
                 self.pending.discard((parent_id, name))
 
+    # --- moves, trash, copies (cozy-stack's model/vfs: TrashFile, TrashDir, RestoreFile, RestoreDir,
+    # DestroyFile, DestroyDirAndContent, DestroyDirContent, CopyFile; web/files ModifyMetadataByIDHandler)
+    def descendants(self, directory: dict) -> list[dict]:
+        found = []
+        for child in self.couch.find(self.db, {"dir_id": directory["_id"]}):
+            found.append(child)
+            if child.get("type") == "directory":
+                found.extend(self.descendants(child))
+        return found
+
+    def free_name(self, dir_id: str, name: str) -> str:
+        """``vfs.ConflictName`` (a file's copy): ``base (2).ext``, or one more than a ``(n)`` the
+        name already ends with, the first free one."""
+        if self.child(dir_id, name) is None:
+            return name
+        dot = name.rfind(".")
+        base, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+        number = 2
+        found = re.search(r" \((\d+)\)$", base)
+        if found:
+            number, base = int(found.group(1)) + 1, base[:found.start()]
+        while number < 1000 and self.child(dir_id, f"{base} ({number}){ext}") is not None:
+            number += 1
+        return f"{base} ({number}){ext}"
+
+    def suffixed_name(self, dir_id: str, name: str) -> str:
+        """``tryOrUseSuffix`` with ``conflictFormat`` (trash, restore): the name, else
+        ``name (<9 random digits>)``, the suffix after the whole name."""
+        candidate = name
+        while self.child(dir_id, candidate) is not None:
+            candidate = f"{name} ({random.randrange(10**9):09d})"
+        return candidate
+
+    def move(self, doc: dict, dir_id: str, name: str, extra: dict | None = None) -> dict:
+        """Move or rename ``doc`` (its content on disk and, for a directory, its subtree's paths)."""
+        with self.lock:
+            parent = self.require(dir_id)
+            if parent.get("type") != "directory":
+                raise not_found("Parent directory with given DirID does not exist")
+            old_path = self.path_of(doc)
+            new_path = parent["path"].rstrip("/") + "/" + name
+            if new_path != old_path:
+                if self.child(dir_id, name) is not None:
+                    raise files_error(409, "Conflict", "file already exists")
+                if doc.get("type") == "directory" and (new_path + "/").startswith(old_path + "/"):
+                    raise files_error(412, "Precondition Failed", "Invalid path: the directory cannot be moved "
+                                                                   "inside itself")
+                target = self.disk_path(new_path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if self.disk_path(old_path).exists():
+                    os.replace(self.disk_path(old_path), target)
+                elif doc.get("type") == "directory":
+                    target.mkdir(exist_ok=True)
+            doc = {**doc, "dir_id": dir_id, "name": name, **(extra or {})}
+            doc["updated_at"] = now()
+            doc.setdefault("cozyMetadata", {})["updatedAt"] = doc["updated_at"]
+            for key, value in list(doc.items()):
+                if value is None:
+                    del doc[key]
+            if doc.get("type") == "directory":
+                doc["path"] = new_path
+                for child in self.descendants(doc):
+                    if child.get("type") == "directory":
+                        child["path"] = new_path + child["path"][len(old_path):]
+                        self.put(child)
+            return self.put(doc)
+
+    def trash(self, doc: dict) -> dict:
+        """``TrashFile``/``TrashDir``: into the trash with ``restore_path`` (the parent's path)."""
+        if doc["_id"] == ROOT:
+            raise files_error(412, "Precondition Failed", "Forbidden document move", {"parameter": "dir-id"})
+        if self.in_trash(doc):
+            raise files_error(400, "Bad Request", "File or directory is already in the trash")
+        parent = self.require(doc["dir_id"])
+        name = self.suffixed_name(TRASH, doc["name"])
+        extra: dict = {"restore_path": parent["path"]}
+        if doc.get("type") == "file":
+            extra["trashed"] = True
+        return self.move(doc, TRASH, name, extra)
+
+    def restore(self, doc: dict) -> dict:
+        """``RestoreFile``/``RestoreDir``: to ``restore_path`` (for a document inside a trashed
+        directory, the path below that directory's), made again when it is gone (``MkdirAll``),
+        the conflict suffix stripped (``stripConflictSuffix``). Not in the trash:
+        ``ErrFileNotInTrash``, which ``WrapVfsError`` leaves unwrapped (500)."""
+        path = self.path_of(doc)
+        if doc["_id"] == TRASH or not (path + "/").startswith(TRASH_PATH + "/"):
+            raise files_error(500, "Unqualified error", "File or directory is not in the trash")
+        restore_path = doc.get("restore_path") or ""
+        if not restore_path:
+            rest = path[len(TRASH_PATH) + 1:]
+            root, slash, below = rest.partition("/")
+            if slash:
+                top = self.by_path(f"{TRASH_PATH}/{root}")
+                if top is not None and top.get("restore_path"):
+                    restore_path = posixpath.join(top["restore_path"], top["name"], posixpath.dirname(below))
+        restore_path = posixpath.normpath(restore_path or "/")
+        target = self.by_path(restore_path)
+        if target is None:
+            target = self.mkdir_path(restore_path, True)
+        name = self.suffixed_name(target["_id"], _strip_conflict_suffix(doc["name"]))
+        extra: dict = {"restore_path": None}
+        if doc.get("type") == "file":
+            extra["trashed"] = False
+        return self.move(doc, target["_id"], name, extra)
+
+    def destroy(self, doc: dict) -> None:
+        with self.lock:
+            path = self.path_of(doc)
+            for child in self.descendants(doc) if doc.get("type") == "directory" else []:
+                self.couch.delete(self.db, child["_id"], child["_rev"])
+                self.dir_docs.pop(child["_id"], None)
+            self.couch.delete(self.db, doc["_id"], doc["_rev"])
+            self.dir_docs.pop(doc["_id"], None)
+            target = self.disk_path(path)
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+
+    def clear_trash(self) -> None:
+        for child in self.couch.find(self.db, {"dir_id": TRASH}):
+            self.destroy(child)
+
+    def copy_file(self, doc: dict, dir_id: str, name: str) -> dict:
+        with self.lock:
+            parent = self.require(dir_id)
+            name = self.free_name(dir_id, name)
+            at = now()
+            new = {k: v for k, v in doc.items() if k not in ("_id", "_rev", "referenced_by", "restore_path")}
+            new.update({"_id": uuid.uuid4().hex, "dir_id": dir_id, "name": name, "created_at": at,
+                        "updated_at": at, "trashed": False, "cozyMetadata": cozy_metadata(self.domain, True, at)})
+            target = self.disk_path(parent["path"].rstrip("/") + "/" + name)
+            shutil.copyfile(self.disk_path(self.path_of(doc)), target)
+            return self.couch.put(self.db, new)
+
+    def overwrite(self, doc: dict, request, quota: int) -> dict:
+        """``PUT /files/:id`` (OverwriteFileContentHandler): new content, same document."""
+        with self.lock:
+            path = self.path_of(doc)
+            tmp = self.disk / f".cozy-double-upload-{uuid.uuid4().hex}"
+            digest, size = hashlib.md5(), 0
+            try:
+                with open(tmp, "wb") as out:
+                    while True:
+                        piece = request.read_chunk(UPLOAD_CHUNK)
+                        if not piece:
+                            break
+                        digest.update(piece)
+                        size += len(piece)
+                        out.write(piece)
+                length = request.header("Content-Length")
+                if request.short_body or (length is not None and length.isdigit() and int(length) != size):
+                    raise files_error(412, "Precondition Failed", "Invalid content length",
+                                      {"parameter": "Content-Length"})
+                md5_header = request.header("Content-MD5")
+                if md5_header and base64.b64encode(digest.digest()).decode() != md5_header.strip():
+                    raise files_error(412, "Precondition Failed", "Invalid hash", {"parameter": "Content-MD5"})
+                if quota:
+                    used, _, _ = self.usage()
+                    if used - int(doc.get("size") or 0) + size > quota:
+                        raise files_error(413, "Request Entity Too Large",
+                                          "The file is too big and exceeds the disk quota")
+                mime, cls = mime_and_class(doc["name"], request.header("Content-Type"))
+                at = now()
+                doc = {**doc, "size": str(size), "md5sum": base64.b64encode(digest.digest()).decode(),
+                       "mime": mime, "class": cls, "updated_at": parse_time(request.param("UpdatedAt")) or at}
+                meta = dict(doc.get("cozyMetadata") or {})
+                meta.update({"updatedAt": at, "uploadedAt": at, "uploadedOn": f"https://{self.domain}/"})
+                doc["cozyMetadata"] = meta
+                os.replace(tmp, self.disk_path(path))
+                return self.couch.put(self.db, doc)
+            finally:
+                tmp.unlink(missing_ok=True)
+
     def add_refs(self, doc: dict, refs: list[dict]) -> dict:
         with self.lock:
             doc = self.require(doc["_id"])
@@ -500,6 +677,14 @@ class VFS:
         with self.lock:
             self.dir_docs.clear()
         shutil.rmtree(self.disk, ignore_errors=True)
+
+
+def _strip_conflict_suffix(name: str) -> str:
+    """``stripConflictSuffix``: ``name (123)`` → ``name`` (only digits and parentheses after the last ``(``)."""
+    at = name.rfind("(")
+    if at <= 0 or any(c not in "()0123456789" for c in name[at:]):
+        return name
+    return name[:at - 1]
 
 
 # --- JSON:API rendering (§1.4)
