@@ -207,6 +207,7 @@ class _Group:
     vars: _Vars
     parents: set[str]
     depth: int = 0
+    priority: int = 1  # ansible_group_priority (a setting of the group, not a variable)
 
 
 def _host_pattern(pattern: str, label: str, where: str) -> tuple[str, int | None]:
@@ -237,7 +238,14 @@ def _hosts(root: Path, label: str, data: Any, all_files: _Vars) -> dict[str, _Ho
         if parent is not None:
             entry.parents.add(parent)
         body = _mapping(body, label, where)
-        entry.vars.merge(_mapping(body.get("vars"), label, f"{where}.vars"), label)
+        values = dict(_mapping(body.get("vars"), label, f"{where}.vars"))
+        if "ansible_group_priority" in values:
+            priority = values.pop("ansible_group_priority")
+            try:
+                entry.priority = int(priority)
+            except (TypeError, ValueError):
+                raise ConfigError(label, f"{where}.vars.ansible_group_priority: {priority!r} is not a number") from None
+        entry.vars.merge(values, label)
         for key, value in body.items():
             if key == "children":
                 for child, child_body in _mapping(value, label, f"{where}.children").items():
@@ -279,18 +287,11 @@ def _hosts(root: Path, label: str, data: Any, all_files: _Vars) -> dict[str, _Ho
             found |= ancestors(parent)
         return found
 
-    def priority(group: _Group) -> int:
-        setting = group.vars.get("ansible_group_priority")
-        try:
-            return int(setting.value) if setting else 1
-        except (TypeError, ValueError):
-            raise ConfigError(label, f"group {group.name}: ansible_group_priority must be a number") from None
-
     group_files: dict[str, _Vars] = {}
     hosts: dict[str, _Host] = {}
     for name in member:
         chain = sorted((groups[g] for g in set().union(*(ancestors(g) for g in member[name])) if g != "all"),
-                       key=lambda g: (g.depth, priority(g), g.name))
+                       key=lambda g: (g.depth, g.priority, g.name))
         merged = groups["all"].vars.copy()
         for group in chain:
             merged.items.update(group.vars.items)
@@ -557,7 +558,8 @@ _CONNECTIONS = {"ssh": Connection.SSH, "paramiko": Connection.SSH, "paramiko_ssh
 
 def _server(root: Path, host: _Host) -> Server:
     def value(*keys: str) -> tuple[Any, str, str] | None:
-        """The first of ``keys`` the host has (Ansible's name, then its older alias)."""
+        """The first of ``keys`` the host has: Ansible's ssh plugin takes the last of its names that
+        is set (ansible_ssh_port over ansible_port...), so callers list them in reverse."""
         for key in keys:
             setting = host.vars.get(key)
             if setting and setting.value not in (None, ""):
@@ -584,18 +586,18 @@ def _server(root: Path, host: _Host) -> Server:
         if text not in _CONNECTIONS:
             raise ConfigError(found[1], f"{found[2]}: {found[0]!r} is not supported (ssh, paramiko or local)")
         connection = _CONNECTIONS[text]
-    address = _string(found[0], found[1], found[2]) if (found := value("ansible_host", "ansible_ssh_host")) else None
+    address = _string(found[0], found[1], found[2]) if (found := value("ansible_ssh_host", "ansible_host")) else None
     ssh_config = None
     config: dict = {}
     if found := value("ansible_ssh_common_args"):
         ssh_config = _ssh_config(root, str(found[0]), found[1], found[2])
         if ssh_config is not None and connection is Connection.SSH:
             config = _ssh_config_lookup(ssh_config, address or host.name, found[1], found[2])
-    if found := value("ansible_port", "ansible_ssh_port"):
+    if found := value("ansible_ssh_port", "ansible_port"):
         port = _number(int(found[0]) if str(found[0]).isdigit() else found[0], found[1], found[2], int, 1, 65535)
     else:
         port = int(config["port"]) if str(config.get("port", "")).isdigit() else 22
-    if found := value("ansible_user", "ansible_ssh_user"):
+    if found := value("ansible_ssh_user", "ansible_user"):
         user = _string(found[0], found[1], found[2])
     else:
         user = str(config.get("user") or getpass.getuser())
@@ -676,18 +678,31 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
     return tuple(instances)
 
 
+def _read_inventory(root: Path) -> tuple[str, dict, _Vars]:
+    """hosts.yml (or hosts.yaml): its label and content; group_vars/all's variables."""
+    label = "hosts.yml"
+    if not (root / label).exists() and (root / "hosts.yaml").exists():
+        label = "hosts.yaml"
+    data = _mapping(_read_yaml(root / label, label, required=False), label, "the file")
+    all_files = _Vars()
+    _load_group_vars(root, "all", all_files)
+    return label, data, all_files
+
+
+def host_vars(root: Path) -> dict[str, dict[str, Any]]:
+    """Every host's variables as ``ansible-inventory -i <root>/hosts.yml --host H`` shows them."""
+    root = root.resolve()
+    hosts = _hosts(root, *_read_inventory(root))
+    return {name: {key: setting.value for key, setting in host.vars.items.items()} for name, host in hosts.items()}
+
+
 def load(root: Path) -> Fleet:
     """Read the fleet directory ``root`` into a :class:`Fleet`."""
     root = root.resolve()
-    hosts_label = "hosts.yml"
-    if not (root / hosts_label).exists() and (root / "hosts.yaml").exists():
-        hosts_label = "hosts.yaml"
-    hosts_data = _mapping(_read_yaml(root / hosts_label, hosts_label, required=False), hosts_label, "the file")
+    hosts_label, hosts_data, all_files = _read_inventory(root)
     all_vars = _Vars()
-    all_group = _mapping(hosts_data.get("all"), hosts_label, "all")
-    all_vars.merge(_mapping(all_group.get("vars"), hosts_label, "all.vars"), hosts_label)
-    all_files = _Vars()
-    _load_group_vars(root, "all", all_files)
+    all_vars.merge(_mapping(_mapping(hosts_data.get("all"), hosts_label, "all").get("vars"), hosts_label, "all.vars"),
+                   hosts_label)
     all_vars.items.update(all_files.items)
     default_label = "group_vars/all.yml"
 
