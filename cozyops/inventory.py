@@ -12,6 +12,7 @@ instances[3].server: ...``); nothing is read half-way.
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import hashlib
 import ipaddress
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from cozyops import files
+from cozyops import files, fleetyaml
 from cozyops.errors import ConfigError
 from cozyops.model import (
     ACME_DIRECTORIES,
@@ -57,10 +58,8 @@ _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _APP = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 _FLEET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
-try:  # libyaml when PyYAML has it (it does in its wheels): ten times faster on big instances.yml
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+# Cache files load() will write once the whole fleet is accepted (never for input it refuses).
+_pending_cache: contextvars.ContextVar[list | None] = contextvars.ContextVar("pending_cache", default=None)
 
 
 def fleet_dir(option: Path | None) -> Path:
@@ -78,15 +77,27 @@ def fleet_dir(option: Path | None) -> Path:
 
 def _read_yaml(path: Path, label: str, required: bool = True) -> Any:
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except FileNotFoundError:
         if required:
             raise ConfigError(label, "missing") from None
         return None
     except OSError as error:
         raise ConfigError(label, f"cannot read: {error.strerror}") from None
+    return _parse_yaml(content, label)
+
+
+def _parse_yaml(content: bytes, label: str) -> Any:
+    """A fleet file's data (cozyops.fleetyaml: no anchors or aliases, bounded nesting)."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(label, f"not UTF-8 text (byte {error.start} of the file)",
+                          "save it as UTF-8") from None
+    try:
+        return fleetyaml.load(text)
+    except fleetyaml.FleetYamlError as error:
+        raise ConfigError(label, str(error)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -108,7 +119,8 @@ def _read_yaml_cached(path: Path, label: str, cache_dir: Path) -> Any:
     PyYAML builds about 10,000 nodes a second here: 100,000 instances take 15 s to parse, their
     JSON form 0.2 s. The parsed data is kept as ``<fleet>/.cozyops/cache/<name>-<sha256>.json``;
     a file that changed has another digest, so the cache is never stale. Data JSON cannot hold
-    (dates) is simply not cached; a cache that cannot be written or read is ignored.
+    (dates) is simply not cached; a cache that cannot be written or read is ignored. Within
+    ``load`` the cache is written only once the whole fleet is accepted.
     """
     try:
         content = path.read_bytes()
@@ -121,17 +133,25 @@ def _read_yaml_cached(path: Path, label: str, cache_dir: Path) -> Any:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
         pass
-    data = _read_yaml(path, label)
+    data = _parse_yaml(content, label)
     try:
         text = json.dumps(data)
     except (TypeError, ValueError):
         return data
-    try:
-        for old in cache_dir.glob(f"{path.stem}-*.json"):
-            old.unlink()
-        files.write_atomic(cache, text)
-    except OSError:
-        pass
+
+    def write() -> None:
+        try:
+            for old in cache_dir.glob(f"{path.stem}-*.json"):
+                old.unlink()
+            files.write_atomic(cache, text)
+        except OSError:
+            pass
+
+    pending = _pending_cache.get()
+    if pending is None:
+        write()
+    else:
+        pending.append(write)
     return data
 
 
@@ -698,6 +718,18 @@ def host_vars(root: Path) -> dict[str, dict[str, Any]]:
 
 def load(root: Path) -> Fleet:
     """Read the fleet directory ``root`` into a :class:`Fleet`."""
+    pending: list = []
+    token = _pending_cache.set(pending)
+    try:
+        fleet = _load(root)
+    finally:
+        _pending_cache.reset(token)
+    for write in pending:  # the fleet was accepted: its parsed files may be cached
+        write()
+    return fleet
+
+
+def _load(root: Path) -> Fleet:
     root = root.resolve()
     hosts_label, hosts_data, all_files = _read_inventory(root)
     all_vars = _Vars()
