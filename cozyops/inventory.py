@@ -497,6 +497,9 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
     if body.get("ca_bundle") is not None:
         ca_bundle = Path(_string(body["ca_bundle"], label, f"{key}.ca_bundle"))
         ca_bundle = ca_bundle if ca_bundle.is_absolute() else root / ca_bundle
+        if not ca_bundle.is_file():
+            reason = "is not a file" if ca_bundle.exists() else "does not exist"
+            raise ConfigError(label, f"{key}.ca_bundle: {ca_bundle} {reason}")
     email = str(body["email"]) if body.get("email") is not None else None
     key_type = _string(body.get("key_type", "ecdsa"), label, f"{key}.key_type").lower()
     if key_type not in ("ecdsa", "rsa"):

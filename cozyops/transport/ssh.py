@@ -113,8 +113,8 @@ class SshTransport:
                     f"host key unknown: no entry for {target.address} in {target.known_hosts}; refusing to connect",
                 ) from None
             if "protocol banner" in text:
-                raise TransportError(target.where, f"no SSH server answers there (no SSH banner within {timeout:g} s)",
-                                     "check ansible_host and ansible_port") from None
+                raise TransportError(target.where, f"no SSH banner within {timeout:g} s: is an SSH server listening "
+                                     "there? (ansible_host, ansible_port)") from None
             if "No existing session" in text:
                 raise TransportError(target.where, f"the SSH handshake did not finish within {timeout:g} s") from None
             if any(word in text.lower() for word in ("private key", "encrypted", "not a valid")):
@@ -123,7 +123,9 @@ class SshTransport:
             raise TransportError(target.where, f"SSH failed: {text}") from None
         except (OSError, EOFError) as error:
             client.close()
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            causes = list(getattr(error, "errors", {}).values())  # paramiko's NoValidConnectionsError
+            cause = causes[0] if causes else error
+            reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
             raise TransportError(target.where, f"cannot connect: {reason}") from None
         return client
 
