@@ -163,11 +163,11 @@ def import_(
                           scratch=importer.scratch_dir()).run()
         _render(report, json)
         return
-    root = inventory.fleet_dir(fleet)
-    the_fleet = inventory.load(root)
+    the_fleet = inventory.load(inventory.fleet_dir(fleet))
     export_id = importer.fingerprint(export)
-    with fleet_lock(paths.fleet_state_dir(root), the_fleet.name, f"v2 import {export.name} --to {to}"):
-        ledger = Ledger(paths.fleet_state_dir(root), export_id, to)
+    state = paths.fleet_state_dir(the_fleet.root)
+    with fleet_lock(state, the_fleet.name, f"v2 import {export.name} --to {to}"):
+        ledger = Ledger(state, export_id, to)
         try:
             status = ledger.status()
             if status == "started" and not resume:
@@ -198,10 +198,10 @@ def _import_couch(url: str, to: str, server: str | None, directory: str, resume:
                                       scratch=importer.scratch_dir()).run()
             _render(report, json)
             return
-        root = inventory.fleet_dir(fleet)
-        the_fleet = inventory.load(root)
-        with fleet_lock(paths.fleet_state_dir(root), the_fleet.name, f"v2 import {source.display} --to {to}"):
-            ledger = Ledger(paths.fleet_state_dir(root), source.url.source_id, to)
+        the_fleet = inventory.load(inventory.fleet_dir(fleet))
+        state = paths.fleet_state_dir(the_fleet.root)
+        with fleet_lock(state, the_fleet.name, f"v2 import {source.display} --to {to}"):
+            ledger = Ledger(state, source.url.source_id, to)
             try:
                 if ledger.status() == "started" and not resume:
                     raise CozyopsError(f"import of {source.display} into {to}", "was started and did not finish",
