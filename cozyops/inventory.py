@@ -12,6 +12,7 @@ instances[3].server: ...``); nothing is read half-way.
 
 from __future__ import annotations
 
+import contextvars
 import getpass
 import hashlib
 import ipaddress
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from cozyops import files
+from cozyops import files, fleetyaml
 from cozyops.errors import ConfigError
 from cozyops.model import (
     ACME_DIRECTORIES,
@@ -57,10 +58,8 @@ _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _APP = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 _FLEET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
-try:  # libyaml when PyYAML has it (it does in its wheels): ten times faster on big instances.yml
-    _Loader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+# Cache files load() will write once the whole fleet is accepted (never for input it refuses).
+_pending_cache: contextvars.ContextVar[list | None] = contextvars.ContextVar("pending_cache", default=None)
 
 
 def fleet_dir(option: Path | None) -> Path:
@@ -78,15 +77,27 @@ def fleet_dir(option: Path | None) -> Path:
 
 def _read_yaml(path: Path, label: str, required: bool = True) -> Any:
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except FileNotFoundError:
         if required:
             raise ConfigError(label, "missing") from None
         return None
     except OSError as error:
         raise ConfigError(label, f"cannot read: {error.strerror}") from None
+    return _parse_yaml(content, label)
+
+
+def _parse_yaml(content: bytes, label: str) -> Any:
+    """A fleet file's data (cozyops.fleetyaml: no anchors or aliases, bounded nesting)."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(label, f"not UTF-8 text (byte {error.start} of the file)",
+                          "save it as UTF-8") from None
+    try:
+        return fleetyaml.load(text)
+    except fleetyaml.FleetYamlError as error:
+        raise ConfigError(label, str(error)) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -108,7 +119,8 @@ def _read_yaml_cached(path: Path, label: str, cache_dir: Path) -> Any:
     PyYAML builds about 10,000 nodes a second here: 100,000 instances take 15 s to parse, their
     JSON form 0.2 s. The parsed data is kept as ``<fleet>/.cozyops/cache/<name>-<sha256>.json``;
     a file that changed has another digest, so the cache is never stale. Data JSON cannot hold
-    (dates) is simply not cached; a cache that cannot be written or read is ignored.
+    (dates) is simply not cached; a cache that cannot be written or read is ignored. Within
+    ``load`` the cache is written only once the whole fleet is accepted.
     """
     try:
         content = path.read_bytes()
@@ -121,17 +133,25 @@ def _read_yaml_cached(path: Path, label: str, cache_dir: Path) -> Any:
         return json.loads(cache.read_text())
     except (OSError, ValueError):
         pass
-    data = _read_yaml(path, label)
+    data = _parse_yaml(content, label)
     try:
         text = json.dumps(data)
     except (TypeError, ValueError):
         return data
-    try:
-        for old in cache_dir.glob(f"{path.stem}-*.json"):
-            old.unlink()
-        files.write_atomic(cache, text)
-    except OSError:
-        pass
+
+    def write() -> None:
+        try:
+            for old in cache_dir.glob(f"{path.stem}-*.json"):
+                old.unlink()
+            files.write_atomic(cache, text)
+        except OSError:
+            pass
+
+    pending = _pending_cache.get()
+    if pending is None:
+        write()
+    else:
+        pending.append(write)
     return data
 
 
@@ -207,6 +227,7 @@ class _Group:
     vars: _Vars
     parents: set[str]
     depth: int = 0
+    priority: int = 1  # ansible_group_priority (a setting of the group, not a variable)
 
 
 def _host_pattern(pattern: str, label: str, where: str) -> tuple[str, int | None]:
@@ -237,7 +258,14 @@ def _hosts(root: Path, label: str, data: Any, all_files: _Vars) -> dict[str, _Ho
         if parent is not None:
             entry.parents.add(parent)
         body = _mapping(body, label, where)
-        entry.vars.merge(_mapping(body.get("vars"), label, f"{where}.vars"), label)
+        values = dict(_mapping(body.get("vars"), label, f"{where}.vars"))
+        if "ansible_group_priority" in values:
+            priority = values.pop("ansible_group_priority")
+            try:
+                entry.priority = int(priority)
+            except (TypeError, ValueError):
+                raise ConfigError(label, f"{where}.vars.ansible_group_priority: {priority!r} is not a number") from None
+        entry.vars.merge(values, label)
         for key, value in body.items():
             if key == "children":
                 for child, child_body in _mapping(value, label, f"{where}.children").items():
@@ -279,18 +307,11 @@ def _hosts(root: Path, label: str, data: Any, all_files: _Vars) -> dict[str, _Ho
             found |= ancestors(parent)
         return found
 
-    def priority(group: _Group) -> int:
-        setting = group.vars.get("ansible_group_priority")
-        try:
-            return int(setting.value) if setting else 1
-        except (TypeError, ValueError):
-            raise ConfigError(label, f"group {group.name}: ansible_group_priority must be a number") from None
-
     group_files: dict[str, _Vars] = {}
     hosts: dict[str, _Host] = {}
     for name in member:
         chain = sorted((groups[g] for g in set().union(*(ancestors(g) for g in member[name])) if g != "all"),
-                       key=lambda g: (g.depth, priority(g), g.name))
+                       key=lambda g: (g.depth, g.priority, g.name))
         merged = groups["all"].vars.copy()
         for group in chain:
             merged.items.update(group.vars.items)
@@ -476,6 +497,9 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
     if body.get("ca_bundle") is not None:
         ca_bundle = Path(_string(body["ca_bundle"], label, f"{key}.ca_bundle"))
         ca_bundle = ca_bundle if ca_bundle.is_absolute() else root / ca_bundle
+        if not ca_bundle.is_file():
+            reason = "is not a file" if ca_bundle.exists() else "does not exist"
+            raise ConfigError(label, f"{key}.ca_bundle: {ca_bundle} {reason}")
     email = str(body["email"]) if body.get("email") is not None else None
     key_type = _string(body.get("key_type", "ecdsa"), label, f"{key}.key_type").lower()
     if key_type not in ("ecdsa", "rsa"):
@@ -557,7 +581,8 @@ _CONNECTIONS = {"ssh": Connection.SSH, "paramiko": Connection.SSH, "paramiko_ssh
 
 def _server(root: Path, host: _Host) -> Server:
     def value(*keys: str) -> tuple[Any, str, str] | None:
-        """The first of ``keys`` the host has (Ansible's name, then its older alias)."""
+        """The first of ``keys`` the host has: Ansible's ssh plugin takes the last of its names that
+        is set (ansible_ssh_port over ansible_port...), so callers list them in reverse."""
         for key in keys:
             setting = host.vars.get(key)
             if setting and setting.value not in (None, ""):
@@ -584,18 +609,18 @@ def _server(root: Path, host: _Host) -> Server:
         if text not in _CONNECTIONS:
             raise ConfigError(found[1], f"{found[2]}: {found[0]!r} is not supported (ssh, paramiko or local)")
         connection = _CONNECTIONS[text]
-    address = _string(found[0], found[1], found[2]) if (found := value("ansible_host", "ansible_ssh_host")) else None
+    address = _string(found[0], found[1], found[2]) if (found := value("ansible_ssh_host", "ansible_host")) else None
     ssh_config = None
     config: dict = {}
     if found := value("ansible_ssh_common_args"):
         ssh_config = _ssh_config(root, str(found[0]), found[1], found[2])
         if ssh_config is not None and connection is Connection.SSH:
             config = _ssh_config_lookup(ssh_config, address or host.name, found[1], found[2])
-    if found := value("ansible_port", "ansible_ssh_port"):
+    if found := value("ansible_ssh_port", "ansible_port"):
         port = _number(int(found[0]) if str(found[0]).isdigit() else found[0], found[1], found[2], int, 1, 65535)
     else:
         port = int(config["port"]) if str(config.get("port", "")).isdigit() else 22
-    if found := value("ansible_user", "ansible_ssh_user"):
+    if found := value("ansible_ssh_user", "ansible_user"):
         user = _string(found[0], found[1], found[2])
     else:
         user = str(config.get("user") or getpass.getuser())
@@ -743,18 +768,43 @@ def _refuse_flat_app_host(items: list, index: int, domain: str, label: str) -> N
                       "cozy-stack splits <instance>-<app> on the first '-'")
 
 
-def load(root: Path) -> Fleet:
-    """Read the fleet directory ``root`` into a :class:`Fleet`."""
-    root = root.resolve()
-    hosts_label = "hosts.yml"
-    if not (root / hosts_label).exists() and (root / "hosts.yaml").exists():
-        hosts_label = "hosts.yaml"
-    hosts_data = _mapping(_read_yaml(root / hosts_label, hosts_label, required=False), hosts_label, "the file")
-    all_vars = _Vars()
-    all_group = _mapping(hosts_data.get("all"), hosts_label, "all")
-    all_vars.merge(_mapping(all_group.get("vars"), hosts_label, "all.vars"), hosts_label)
+def _read_inventory(root: Path) -> tuple[str, dict, _Vars]:
+    """hosts.yml (or hosts.yaml): its label and content; group_vars/all's variables."""
+    label = "hosts.yml"
+    if not (root / label).exists() and (root / "hosts.yaml").exists():
+        label = "hosts.yaml"
+    data = _mapping(_read_yaml(root / label, label, required=False), label, "the file")
     all_files = _Vars()
     _load_group_vars(root, "all", all_files)
+    return label, data, all_files
+
+
+def host_vars(root: Path) -> dict[str, dict[str, Any]]:
+    """Every host's variables as ``ansible-inventory -i <root>/hosts.yml --host H`` shows them."""
+    root = root.resolve()
+    hosts = _hosts(root, *_read_inventory(root))
+    return {name: {key: setting.value for key, setting in host.vars.items.items()} for name, host in hosts.items()}
+
+
+def load(root: Path) -> Fleet:
+    """Read the fleet directory ``root`` into a :class:`Fleet`."""
+    pending: list = []
+    token = _pending_cache.set(pending)
+    try:
+        fleet = _load(root)
+    finally:
+        _pending_cache.reset(token)
+    for write in pending:  # the fleet was accepted: its parsed files may be cached
+        write()
+    return fleet
+
+
+def _load(root: Path) -> Fleet:
+    root = root.resolve()
+    hosts_label, hosts_data, all_files = _read_inventory(root)
+    all_vars = _Vars()
+    all_vars.merge(_mapping(_mapping(hosts_data.get("all"), hosts_label, "all").get("vars"), hosts_label, "all.vars"),
+                   hosts_label)
     all_vars.items.update(all_files.items)
     default_label = "group_vars/all.yml"
 

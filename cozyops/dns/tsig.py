@@ -97,9 +97,13 @@ def parse(text: str, source: str = "TSIG key") -> TsigKey:
 
 def load(path: Path) -> TsigKey:
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except OSError as error:
         raise ConfigError(str(path), f"cannot read TSIG key file: {error.strerror}") from None
+    try:
+        text = content.decode()
+    except UnicodeDecodeError:  # its message would quote a byte of the secret file: say nothing of it
+        raise ConfigError(str(path), 'not a TSIG key file: not UTF-8 text (expected key "NAME" { ... })') from None
     return parse(text, str(path))
 
 

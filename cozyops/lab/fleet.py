@@ -47,21 +47,24 @@ def subdomain_mode(fleet: Path) -> str:
     return mode if mode in ("nested", "flat") else "nested"
 
 
-def inventory(hosts: list[dict], ssh_key: Path | None, ssh_config: Path | None) -> dict:
-    """hosts.yml: the lab's hosts in group cozy_servers, reached over SSH as root with the lab's
-    key, its known_hosts and strict host key checking (all through the lab's ssh_config)."""
+def inventory(hosts: list[dict]) -> dict:
+    """hosts.yml: the lab's hosts in group cozy_servers (their SSH settings: ``ssh_settings``)."""
     servers = {
         host["name"]: {"ansible_host": host["address"], "cozy_public_ipv4": host["address"]} for host in hosts
     }
-    data: dict = {"all": {"children": {"cozy_servers": {"hosts": servers}}}}
-    if hosts and ssh_key and ssh_config:
-        data["all"]["vars"] = {
-            "ansible_user": "root",
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "ansible_ssh_private_key_file": str(ssh_key),
-            "ansible_ssh_common_args": f"-F {ssh_config}",
-        }
-    return data
+    return {"all": {"children": {"cozy_servers": {"hosts": servers}}}}
+
+
+def ssh_settings(ssh_key: Path, ssh_config: Path) -> dict:
+    """group_vars/cozy_servers.yml: the hosts reached over SSH as root with the lab's key, its
+    known_hosts and strict host key checking (all through the lab's ssh_config). Kept in
+    group_vars/, not hosts.yml, so that every lab run uses settings only group_vars/ holds."""
+    return {
+        "ansible_user": "root",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_private_key_file": str(ssh_key),
+        "ansible_ssh_common_args": f"-F {ssh_config}",
+    }
 
 
 def write(
@@ -77,7 +80,12 @@ def write(
     secrets = files.private_dir(fleet / "secrets")
     header = HEADER.format(id=spec.id)
     files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(group_vars(spec, f"admin@{spec.zone}")))
-    files.write_atomic(fleet / "hosts.yml", header + _dump(inventory(hosts or [], ssh_key, ssh_config)))
+    files.write_atomic(fleet / "hosts.yml", header + _dump(inventory(hosts or [])))
+    servers_vars = fleet / "group_vars" / "cozy_servers.yml"
+    if hosts and ssh_key and ssh_config:
+        files.write_atomic(servers_vars, header + _dump(ssh_settings(ssh_key, ssh_config)))
+    else:
+        servers_vars.unlink(missing_ok=True)
     instances = fleet / "instances.yml"
     if not instances.exists():
         instances.write_text(

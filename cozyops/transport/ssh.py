@@ -105,6 +105,10 @@ class SshTransport:
             client.close()
             raise TransportError(target.where, f"the server refused the key {target.key_file}") from None
         except paramiko.SSHException as error:
+            # Whether the server sent its banner: paramiko's reader thread and connect() race, so a
+            # port that is not SSH ends in "Error reading SSH protocol banner" or "No existing session".
+            ssh = client.get_transport()
+            banner = bool(getattr(ssh, "remote_version", "")) if ssh is not None else False
             client.close()
             text = str(error)
             if "not found in known_hosts" in text:
@@ -112,9 +116,9 @@ class SshTransport:
                     target.where,
                     f"host key unknown: no entry for {target.address} in {target.known_hosts}; refusing to connect",
                 ) from None
-            if "protocol banner" in text:
-                raise TransportError(target.where, f"no SSH server answers there (no SSH banner within {timeout:g} s)",
-                                     "check ansible_host and ansible_port") from None
+            if "protocol banner" in text or ("No existing session" in text and not banner):
+                raise TransportError(target.where, f"no SSH banner within {timeout:g} s: is an SSH server listening "
+                                     "there? (ansible_host, ansible_port)") from None
             if "No existing session" in text:
                 raise TransportError(target.where, f"the SSH handshake did not finish within {timeout:g} s") from None
             if any(word in text.lower() for word in ("private key", "encrypted", "not a valid")):
@@ -123,7 +127,9 @@ class SshTransport:
             raise TransportError(target.where, f"SSH failed: {text}") from None
         except (OSError, EOFError) as error:
             client.close()
-            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            causes = list(getattr(error, "errors", {}).values())  # paramiko's NoValidConnectionsError
+            cause = causes[0] if causes else error
+            reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
             raise TransportError(target.where, f"cannot connect: {reason}") from None
         return client
 

@@ -96,8 +96,8 @@ def test_deploy_to_nginx_reload_and_handshake_shows_the_new_certificate(lab, tmp
 
 def test_cert_issue_deploy_and_cert_deploy_through_the_fleet(lab, tmp_path):
     """The commands: `cert issue --deploy` puts each certificate on its instance's server (reached
-    with the fleet's hosts.yml, as Ansible would) with one reload; `cert deploy` again changes
-    nothing; an unknown server is one clear error."""
+    with the SSH settings the lab's fleet keeps only in group_vars/, as Ansible would) with one
+    reload; `cert deploy` again changes nothing; an unknown server is one clear error."""
     import json
     import shutil
     import subprocess
@@ -106,7 +106,9 @@ def test_cert_issue_deploy_and_cert_deploy_through_the_fleet(lab, tmp_path):
     t = tag()
     domains = [f"a{t}.{lab.spec.zone}", f"b{t}.{lab.spec.zone}"]
     root = write_fleet(tmp_path / "fleet", lab, domains)
-    shutil.copy(lab.fleet_dir / "hosts.yml", root / "hosts.yml")
+    shutil.copy(lab.fleet_dir / "hosts.yml", root / "hosts.yml")  # the hosts, no SSH settings (issue 12 item 7):
+    shutil.copy(lab.fleet_dir / "group_vars/cozy_servers.yml", root / "group_vars/cozy_servers.yml")  # those here
+    assert "ansible_ssh" not in (root / "hosts.yml").read_text()
     (root / "instances.yml").write_text(json.dumps({"instances": [{"domain": d, "server": HOST} for d in domains]}))
 
     def cozyops(*argv: str) -> subprocess.CompletedProcess:

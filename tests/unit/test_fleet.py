@@ -62,5 +62,7 @@ def test_lab_fleet_lists_the_hosts_with_their_ssh_settings(tmp_path):
         "h1": {"ansible_host": spec.host(1).address, "cozy_public_ipv4": spec.host(1).address},
         "h2": {"ansible_host": spec.host(2).address, "cozy_public_ipv4": spec.host(2).address},
     }
-    assert inventory["vars"]["ansible_ssh_common_args"] == f"-F {tmp_path / 'config'}"
-    assert inventory["vars"]["ansible_ssh_private_key_file"] == str(tmp_path / "id")
+    assert "vars" not in inventory  # the SSH settings are only in group_vars/
+    ssh = yaml.safe_load((tmp_path / "fleet/group_vars/cozy_servers.yml").read_text())
+    assert ssh["ansible_ssh_common_args"] == f"-F {tmp_path / 'config'}"
+    assert ssh["ansible_ssh_private_key_file"] == str(tmp_path / "id")
