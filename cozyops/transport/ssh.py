@@ -105,6 +105,10 @@ class SshTransport:
             client.close()
             raise TransportError(target.where, f"the server refused the key {target.key_file}") from None
         except paramiko.SSHException as error:
+            # Whether the server sent its banner: paramiko's reader thread and connect() race, so a
+            # port that is not SSH ends in "Error reading SSH protocol banner" or "No existing session".
+            ssh = client.get_transport()
+            banner = bool(getattr(ssh, "remote_version", "")) if ssh is not None else False
             client.close()
             text = str(error)
             if "not found in known_hosts" in text:
@@ -112,7 +116,7 @@ class SshTransport:
                     target.where,
                     f"host key unknown: no entry for {target.address} in {target.known_hosts}; refusing to connect",
                 ) from None
-            if "protocol banner" in text:
+            if "protocol banner" in text or ("No existing session" in text and not banner):
                 raise TransportError(target.where, f"no SSH banner within {timeout:g} s: is an SSH server listening "
                                      "there? (ansible_host, ansible_port)") from None
             if "No existing session" in text:
