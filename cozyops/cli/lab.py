@@ -78,6 +78,10 @@ def setup(json: bool = JsonOption) -> None:
     with err_console.status(f"pouchdb-server {lab_pouchdb.VERSION}: npm ci (log: {log})"):
         pouch = lab_pouchdb.install(log)
     pouch_seconds = time.monotonic() - pouch_started
+    from cozyops.lab import aptrepo
+
+    with err_console.status("the lab's apt repository") as busy_repo:
+        repo = aptrepo.build(log, report=lambda line: busy_repo.update(line))
     if json:
         emit_json({
             "installed": result.installed,
@@ -85,11 +89,15 @@ def setup(json: bool = JsonOption) -> None:
             "seconds": round(seconds, 1),
             "rootfs": {"path": str(built.path), "built": built.built, "seconds": round(built.seconds, 1)},
             "pouchdb_server": {"path": str(pouch), "built": pouch_new, "seconds": round(pouch_seconds, 1)},
+            "apt_repository": {"path": str(repo.path), "built": repo.built, "seconds": round(repo.seconds, 1)},
         })
     elif pouch_new:
         err_console.print(f"installed pouchdb-server {lab_pouchdb.VERSION} in {pouch_seconds:.1f} s: {pouch}")
     else:
         err_console.print(f"pouchdb-server {lab_pouchdb.VERSION} is installed: {pouch}")
+    if not json:
+        verb = f"built in {repo.seconds:.1f} s" if repo.built else "is built"
+        err_console.print(f"the lab's apt repository (cozy-stack, couchdb) {verb}: {repo.path}")
 
 
 @app.command()

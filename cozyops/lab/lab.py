@@ -26,7 +26,7 @@ from pathlib import Path
 from cozyops import files, paths
 from cozyops.dns import tsig
 from cozyops.errors import ConfigError, CozyopsError, LabError
-from cozyops.lab import aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
+from cozyops.lab import aptrepo, aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
 from cozyops.lab.services import Bind, Knot, Pebble, Service
 from cozyops.lab.spec import APT_PROXY_PORT, DNS_PORT, SSH_PORT, HostSpec, LabSpec, check_id, check_zone
 from cozyops.transport.ssh import SshTarget, SshTransport
@@ -353,6 +353,9 @@ class Lab:
             argv = [sys.executable, "-m", "cozyops.lab.aptproxy", "--fd", str(listener.fileno())]
             for host, port in allowed:
                 argv += ["--allow", f"{host}:{port}"]
+            repo = aptrepo.find()
+            if repo is not None:  # the lab's own apt repository, for `server provision`
+                argv += ["--serve", f"{aptrepo.HOSTNAME}={repo}"]
             proc, _ = procs.spawn(
                 APT_PROXY, argv, self.logs / f"{APT_PROXY}.log", pass_fds=(listener.fileno(),)
             )
