@@ -34,8 +34,8 @@ def provisioning_vars(fleet: Path) -> dict:
         "cozy_couchdb_repository": "",
         "cozy_couchdb_admins": False,
         "cozy_stack_couchdb_user": "",
-        # The hosts' clock of apt lists is the lab's: refresh them whenever a run starts.
-        "cozy_apt_cache_valid_time": 0,
+        # A rebuilt lab repository keeps its address: refresh the lists at least every 10 minutes.
+        "cozy_apt_cache_valid_time": 600,
     }
 
 
