@@ -219,7 +219,9 @@ def provision(
                 ident=run_id,
                 project_dir=str(project),
                 playbook=PLAYBOOK,
-                inventory=str(fleet.root),
+                # hosts.yml (its group_vars/ next to it): the directory itself would have Ansible
+                # try instances.yml, secrets/ and the rest as inventories too.
+                inventory=str(fleet.root / "hosts.yml"),
                 limit=",".join(targets),
                 forks=forks or len(targets),
                 cmdline=cmdline or None,

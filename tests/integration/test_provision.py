@@ -52,7 +52,7 @@ def on_host(lab, host: str, command: str) -> subprocess.CompletedProcess:
 def plain_ansible(lab, *args: str) -> subprocess.CompletedProcess:
     """ansible-playbook itself, with the fleet directory as its inventory; Ansible's files in the lab."""
     home = lab.dir / "plain-ansible"
-    return inside(lab, [ANSIBLE_PLAYBOOK, "-i", str(lab.fleet_dir), SITE, *args], env={
+    return inside(lab, [ANSIBLE_PLAYBOOK, "-i", str(lab.fleet_dir / "hosts.yml"), SITE, *args], env={
         "ANSIBLE_HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(home / "cp"), "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
     })
