@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import new_lab_id, require_lab
 
+# Provisioning fresh hosts (apt, packages, services) takes minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(1500)
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 SITE = str(Path(__file__).resolve().parents[2] / "playbooks" / "site.yml")
 

@@ -22,6 +22,8 @@ from cozyops.lab import netns, stack
 from cozyops.stack import ROOT_ID, AdminClient, PublicClient, StackError
 from cozyops.transport import SshTransport
 
+# Provisioning fresh hosts (apt, packages, services) takes minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(1500)
 SEEN_OUTPUT: list[str] = []  # everything the tests saw printed, scanned for secrets at the end
 TOKENS: list[str] = []  # the tokens the tests minted, which must not appear in the logs either
 
