@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cozyops.lab import jsclient, pouchdb, rootfs
+    from cozyops.lab import aptrepo, jsclient, pouchdb, rootfs
 
     # The hosts' root filesystem that `cozyops lab setup` built (./dev test runs it first) is
     # used read-only, as the lower layer of the hosts' overlays; nothing is written there.
@@ -71,6 +71,8 @@ def scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.setdefault("COZYOPS_POUCHDB_CACHE", str(pouchdb.cache_root()))
     # And cozy-stack-client's, for the double's conformance run.
     os.environ.setdefault("COZYOPS_JSCLIENT_CACHE", str(jsclient.cache_root()))
+    # And the lab's apt repository (cozy-stack and couchdb packages), which `lab setup` built.
+    os.environ.setdefault("COZYOPS_APTREPO_CACHE", str(aptrepo.cache_root()))
     home = tmp_path_factory.mktemp("home")
     for variable, sub in (("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
         os.environ[variable] = str(home / sub)
@@ -92,6 +94,10 @@ def lab_prerequisites() -> str | None:
         return "missing Debian packages " + ", ".join(missing) + " (sudo cozyops lab setup)"
     if not rootfs.built(rootfs.path()):
         return f"the hosts' root filesystem is not built in {rootfs.cache_root()} (sudo cozyops lab setup)"
+    from cozyops.lab import aptrepo
+
+    if aptrepo.find() is None:
+        return f"the lab's apt repository is not built in {aptrepo.cache_root()} (sudo cozyops lab setup)"
     return None
 
 

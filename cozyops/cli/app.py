@@ -26,6 +26,7 @@ GROUPS = {
     "dns": "cozyops.cli.dns",
     "cert": "cozyops.cli.cert",
     "v2": "cozyops.cli.v2",
+    "server": "cozyops.cli.server",
 }
 
 

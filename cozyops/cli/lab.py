@@ -82,6 +82,10 @@ def setup(json: bool = JsonOption) -> None:
     client_new = not lab_jsclient.installed(lab_jsclient.path())
     with err_console.status(f"cozy-stack-client {lab_jsclient.VERSION}: npm ci (log: {log})"):
         client = lab_jsclient.install(log)
+    from cozyops.lab import aptrepo
+
+    with err_console.status("the lab's apt repository") as busy_repo:
+        repo = aptrepo.build(log, report=lambda line: busy_repo.update(line))
     if json:
         emit_json({
             "installed": result.installed,
@@ -90,6 +94,7 @@ def setup(json: bool = JsonOption) -> None:
             "rootfs": {"path": str(built.path), "built": built.built, "seconds": round(built.seconds, 1)},
             "pouchdb_server": {"path": str(pouch), "built": pouch_new, "seconds": round(pouch_seconds, 1)},
             "cozy_stack_client": {"path": str(client), "built": client_new},
+            "apt_repository": {"path": str(repo.path), "built": repo.built, "seconds": round(repo.seconds, 1)},
         })
         return
     if pouch_new:
@@ -98,6 +103,8 @@ def setup(json: bool = JsonOption) -> None:
         err_console.print(f"pouchdb-server {lab_pouchdb.VERSION} is installed: {pouch}")
     word = "installed" if client_new else "is installed:"
     err_console.print(f"cozy-stack-client {lab_jsclient.VERSION} {word} {client}")
+    verb = f"built in {repo.seconds:.1f} s" if repo.built else "is built"
+    err_console.print(f"the lab's apt repository (cozy-stack, couchdb) {verb}: {repo.path}")
 
 
 @app.command()
@@ -109,7 +116,8 @@ def up(
         None, "--hosts", min=0, help=f"How many hosts h1..hN (default: {DEFAULT_HOSTS}); a lab keeps the hosts it has."
     ),
     with_stack: bool = typer.Option(
-        False, "--with-stack", help="Install and start the cozy-stack double and pouchdb-server on every host."
+        False, "--with-stack", help=("Provision every host (cozyops server provision): CouchDB (pouchdb-server), "
+              "cozy-stack (the double) and nginx from the lab's apt repository.")
     ),
     directory: Path = DirOption,
     json: bool = JsonOption,

@@ -9,7 +9,11 @@ Only the (host, port) pairs given with ``--allow`` (the mirrors of the machine's
 served: ``GET``/``HEAD`` of ``http://`` URLs, as apt sends them to a proxy, and ``CONNECT`` for
 ``https://`` mirrors. Everything else gets 403. Every request is logged, one line each.
 
+``--serve NAME=DIR`` serves the files of DIR itself for ``http://NAME/...``: that is how the
+hosts reach the lab's own apt repository (``apt.lab.invalid``), through the same proxy path.
+
     python -m cozyops.lab.aptproxy --fd N --allow deb.debian.org:80 [--allow HOST:PORT ...]
+                                   [--serve apt.lab.invalid=DIR]
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import contextlib
 import socket
 import sys
 import time
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 HEAD_LIMIT = 64 * 1024
 CONNECT_TIMEOUT = 15.0
@@ -97,9 +102,37 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.write_eof()
 
 
+def local_file(root: Path, target: str) -> Path | None:
+    """The file of ``root`` an ``http://NAME/path`` URL names, or None (never outside ``root``)."""
+    relative = unquote(urlsplit(target).path).lstrip("/")
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root.resolve()) or not candidate.is_file():
+        return None
+    return candidate
+
+
 class Proxy:
-    def __init__(self, allowed: set[tuple[str, int]]) -> None:
+    def __init__(self, allowed: set[tuple[str, int]], served: dict[str, Path] | None = None) -> None:
         self.allowed = allowed
+        self.served = served or {}
+
+    async def serve_local(self, client: str, method: str, target: str, writer: asyncio.StreamWriter) -> None:
+        """Answer one GET/HEAD for a served directory, then close (apt reconnects as needed)."""
+        root = self.served[(urlsplit(target).hostname or "").lower()]
+        found = local_file(root, target) if method in ("GET", "HEAD") else None
+        log(f"{client} {method} {target} (local: {'200' if found else '404'})")
+        if found is None:
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        size = found.stat().st_size
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: application/octet-stream\r\n"
+                     f"Connection: close\r\n\r\n".encode())
+        if method == "GET":
+            with open(found, "rb") as source:
+                while chunk := source.read(1 << 20):
+                    writer.write(chunk)
+                    await writer.drain()
+        await writer.drain()
 
     async def handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         peer = client_writer.get_extra_info("peername")
@@ -112,6 +145,9 @@ class Proxy:
             method, target, version, headers = parse_head(head)
             if method == "CONNECT":
                 await self.tunnel(client, target, client_reader, client_writer)
+                return
+            if (urlsplit(target).hostname or "").lower() in self.served:
+                await self.serve_local(client, method, target, client_writer)
                 return
             where, request = origin_request(method, target, version, headers, self.allowed)
             upstream_reader, upstream_writer = await asyncio.wait_for(
@@ -171,9 +207,17 @@ def parse_allow(value: str) -> tuple[str, int]:
     return (host.lower(), int(port))
 
 
-async def serve(listener: socket.socket, allowed: set[tuple[str, int]]) -> None:
-    server = await asyncio.start_server(Proxy(allowed).handle, sock=listener, limit=HEAD_LIMIT)
-    log("serving " + ", ".join(f"{host}:{port}" for host, port in sorted(allowed)))
+def parse_serve(value: str) -> tuple[str, Path]:
+    name, _, directory = value.partition("=")
+    if not name or not directory or not Path(directory).is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is not NAME=DIRECTORY (an existing directory)")
+    return (name.lower(), Path(directory))
+
+
+async def serve(listener: socket.socket, allowed: set[tuple[str, int]], served: dict[str, Path] | None = None) -> None:
+    server = await asyncio.start_server(Proxy(allowed, served).handle, sock=listener, limit=HEAD_LIMIT)
+    log("serving " + ", ".join([f"{host}:{port}" for host, port in sorted(allowed)]
+                               + [f"{name} from {root}" for name, root in sorted((served or {}).items())]))
     async with server:
         await server.serve_forever()
 
@@ -182,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cozyops.lab.aptproxy", description=__doc__.split("\n")[0])
     parser.add_argument("--fd", type=int, required=True, help="the listening socket, inherited")
     parser.add_argument("--allow", type=parse_allow, action="append", default=[], help="HOST:PORT of a mirror")
+    parser.add_argument("--serve", type=parse_serve, action="append", default=[], help="NAME=DIR served locally")
     args = parser.parse_args(argv)
     listener = socket.socket(fileno=args.fd)
     try:
-        asyncio.run(serve(listener, set(args.allow)))
+        asyncio.run(serve(listener, set(args.allow), dict(args.serve)))
     except KeyboardInterrupt:
         pass
     return 0

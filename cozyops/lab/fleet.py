@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from cozyops import files
+from cozyops.lab import aptrepo
 from cozyops.lab.spec import LabSpec
 
 HEADER = (
@@ -19,7 +20,27 @@ def _dump(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def group_vars(spec: LabSpec, email: str) -> dict:
+# How the lab's hosts are provisioned (docs/provisioning.md, "The lab repository"): cozy-stack and
+# couchdb from the lab's own signed repository, no CouchDB accounts (pouchdb-server has none).
+LAB_KEYRING = "apt/cozyops-lab-archive-keyring.gpg"
+
+
+def provisioning_vars(fleet: Path) -> dict:
+    host_keyring = f"/usr/share/keyrings/{aptrepo.KEYRING_NAME}"
+    return {
+        "cozy_apt_repository": aptrepo.source_line(host_keyring),
+        "cozy_apt_keyring_file": str(fleet / LAB_KEYRING),
+        "cozy_apt_keyring_path": host_keyring,
+        "cozy_couchdb_repository": "",
+        "cozy_couchdb_admins": False,
+        "cozy_stack_couchdb_user": "",
+        # A rebuilt lab repository keeps its address: refresh the lists at least every 10 minutes.
+        "cozy_apt_cache_valid_time": 600,
+    }
+
+
+def group_vars(spec: LabSpec, email: str, fleet: Path | None = None) -> dict:
+    provisioning = provisioning_vars(fleet) if fleet is not None else {}
     return {
         "cozy_fleet_name": f"lab-{spec.id}",
         "cozy_zone": spec.zone,
@@ -34,6 +55,7 @@ def group_vars(spec: LabSpec, email: str) -> dict:
             "email": email,
             "ca_bundle": "secrets/ca.pem",
         },
+        **provisioning,
     }
 
 
@@ -79,7 +101,12 @@ def write(
     (fleet / "group_vars").mkdir(parents=True, exist_ok=True)
     secrets = files.private_dir(fleet / "secrets")
     header = HEADER.format(id=spec.id)
-    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(group_vars(spec, f"admin@{spec.zone}")))
+    repo = aptrepo.find()
+    if repo is not None:
+        (fleet / LAB_KEYRING).parent.mkdir(exist_ok=True)
+        files.write_atomic(fleet / LAB_KEYRING, aptrepo.keyring(repo).read_bytes())
+    values = group_vars(spec, f"admin@{spec.zone}", fleet if repo is not None else None)
+    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(values))
     files.write_atomic(fleet / "hosts.yml", header + _dump(inventory(hosts or [])))
     servers_vars = fleet / "group_vars" / "cozy_servers.yml"
     if hosts and ssh_key and ssh_config:

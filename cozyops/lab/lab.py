@@ -9,7 +9,6 @@ and removes the namespaces, and is harmless when repeated.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import datetime
 import fcntl
@@ -17,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +26,7 @@ from pathlib import Path
 from cozyops import files, paths
 from cozyops.dns import tsig
 from cozyops.errors import ConfigError, CozyopsError, LabError
-from cozyops.lab import aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
+from cozyops.lab import aptrepo, aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
 from cozyops.lab.services import Bind, Knot, Pebble, Service
 from cozyops.lab.spec import APT_PROXY_PORT, DNS_PORT, SSH_PORT, HostSpec, LabSpec, check_id, check_zone
 from cozyops.transport.ssh import SshTarget, SshTransport
@@ -315,29 +315,33 @@ class Lab:
         return booted
 
     def _stack_up(self, state: LabState, wanted: list[HostSpec], report: Report) -> None:
-        """The cozy-stack double and pouchdb-server on every host, in parallel (idempotent)."""
-        from cozyops.lab import pouchdb, stack  # only labs with the stack need these
-
-        modules = pouchdb.find()
-        subdomains = fleet.subdomain_mode(self.fleet_dir)
-        report("installing the cozy-stack double on " + ", ".join(host.name for host in wanted))
-        self._on_hosts(wanted, lambda ssh: stack.StackInstaller(ssh, modules, subdomains, report).install())
+        """CouchDB (pouchdb-server), cozy-stack (the double) and nginx on ``wanted``, from the lab's
+        apt repository, by ``cozyops server provision``: the roles production runs, run as a user
+        runs them from the lab (inside its namespace). Idempotent."""
+        if aptrepo.find() is None:
+            raise LabError("the lab's apt repository", "is not built for this tree", "run `sudo cozyops lab setup`")
+        where = self.host_files
+        fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle, self.fleet_hosts(state),
+                    where.client_key, where.ssh_config)
+        names = [host.name for host in wanted]
+        report("provisioning " + ", ".join(names) + " (cozyops server provision)")
+        log = self.logs / "provision.log"
+        argv = [sys.executable, "-m", "cozyops", "server", "provision", "--fleet", str(self.fleet_dir), "--json",
+                *names]
+        with open(log, "ab") as err:
+            result = subprocess.run(procs.netns_argv(self.spec.netns, argv), stdout=subprocess.PIPE, stderr=err,
+                                    env={**os.environ, "COZYOPS_FLEET": str(self.fleet_dir)}, check=False)
+        try:
+            summary = json.loads(result.stdout)
+        except ValueError:
+            summary = None
+        if result.returncode != 0 or summary is None:
+            failed = sorted(h for h, counts in (summary or {}).get("hosts", {}).items()
+                            if counts["failed"] or counts["unreachable"])
+            raise LabError("cozyops server provision " + " ".join(names),
+                           f"failed on {', '.join(failed) or 'the run'}", f"see {log}")
         state.stack = True
         self._save(state)
-
-    def _on_hosts(self, targets: list[HostSpec], work: Callable[[SshTransport], None]) -> None:
-        """``work`` on each host over SSH, in parallel, from inside the lab's namespace."""
-
-        def one(host: HostSpec) -> None:
-            def inside() -> None:
-                with SshTransport(self.ssh_target(host.name)) as ssh:
-                    work(ssh)
-
-            netns.inside(self.spec.netns, inside)
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
-            for future in [pool.submit(one, host) for host in targets]:
-                future.result()
 
     def _apt_proxy_up(self, state: LabState, targets: list[aptsources.Target], report: Report) -> None:
         running = state.process(APT_PROXY)
@@ -353,6 +357,9 @@ class Lab:
             argv = [sys.executable, "-m", "cozyops.lab.aptproxy", "--fd", str(listener.fileno())]
             for host, port in allowed:
                 argv += ["--allow", f"{host}:{port}"]
+            repo = aptrepo.find()
+            if repo is not None:  # the lab's own apt repository, for `server provision`
+                argv += ["--serve", f"{aptrepo.HOSTNAME}={repo}"]
             proc, _ = procs.spawn(
                 APT_PROXY, argv, self.logs / f"{APT_PROXY}.log", pass_fds=(listener.fileno(),)
             )

@@ -23,6 +23,10 @@ PROGRAMS = {
     "pebble": "pebble",
     "debootstrap": "debootstrap",
     "ssh": "openssh-client",
+    # the lab's apt repository: packages built with dpkg-deb, indexed by apt-ftparchive, signed by gpg
+    "dpkg-deb": "dpkg",
+    "apt-ftparchive": "apt-utils",
+    "gpg": "gpg",
 }
 PACKAGES = sorted(set(PROGRAMS.values()))
 SEARCH_PATH = os.pathsep.join(

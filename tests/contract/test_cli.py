@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import stat
+import subprocess
 import sys
 
 import pytest
@@ -39,19 +40,78 @@ def _(d: Double):
     assert done.returncode == 1 and done.stderr.startswith("Error: ")
 
 
-@T.row(f"{S} §1.12", "config passwd FILE|DIR: scrypt$32768$8$1$<salt>$<key>, mode 0440, message on stderr")
+CONFIG_GO = "cmd/config.go"
+
+
+@T.row(f"{CONFIG_GO} adminPasswdCmd", "config passwd DIR|FILE: message first, hash + newline, mode 0440, in place")
 def _(d: Double):
+    from stackdouble import secret
+
     target = d.directory / "passwd-check"
     target.mkdir(exist_ok=True)
     done = d.cli("config", "passwd", str(target), env={"COZY_ADMIN_PASSPHRASE": "another"})
     hashed = target / "cozy-admin-passphrase"
-    assert done.returncode == 0 and done.stderr == f"Hashed passphrase will be written in {hashed}\n"
-    assert re.fullmatch(r"scrypt\$32768\$8\$1\$[0-9a-f]{32}\$[0-9a-f]{64}", hashed.read_text())
+    assert (done.returncode, done.stdout) == (0, "")
+    assert done.stderr == f"Hashed passphrase will be written in {hashed}\n"
+    assert re.fullmatch(r"scrypt\$32768\$8\$1\$[0-9a-f]{32}\$[0-9a-f]{64}\n", hashed.read_text())
+    assert secret.verify("another", hashed.read_text()) and not secret.verify("other", hashed.read_text())
     assert stat.S_IMODE(hashed.stat().st_mode) == 0o440
-    done = d.cli("config", "pass", str(target / "file"), env={"COZY_ADMIN_PASSPHRASE": "x"})
-    assert done.returncode == 0 and (target / "file").read_text().startswith("scrypt$")
-    done = d.cli("config", "passwd", str(target / "f2"), passphrase=False, stdin="")
-    assert done.returncode == 1 and done.stderr.startswith("Error: Could not get passphrase")
+    inode = hashed.stat().st_ino
+    done = d.cli("config", "pass", "passwd-check/cozy-admin-passphrase", env={"COZY_ADMIN_PASSPHRASE": "x"})
+    assert done.returncode == 0 and hashed.stat().st_ino == inode and secret.verify("x", hashed.read_text())
+    assert done.stderr == f"Hashed passphrase will be written in {hashed}\n"  # relative made absolute
+
+
+@T.row(f"{CONFIG_GO} adminPasswdCmd", "config passwd: no path prints the hash; no passphrase and no terminal: exit 1")
+def _(d: Double):
+    from stackdouble import secret
+
+    done = d.cli("-c", "/dev/null", "config", "passwd", env={"COZY_ADMIN_PASSPHRASE": "p"})
+    assert (done.returncode, done.stderr) == (0, "") and done.stdout.endswith("\n")
+    assert secret.verify("p", done.stdout)
+    target = d.directory / "passwd-none"
+    done = d.cli("config", "passwd", str(target), passphrase=False, stdin="typed\ntyped\n")
+    assert done.returncode == 1 and not target.exists()
+    assert done.stderr == (f"Hashed passphrase will be written in {target}\nPassphrase: \n"
+                           "Error: inappropriate ioctl for device\n")
+    done = d.cli("config", "passwd", "a", "b")
+    assert done.returncode == 0 and done.stderr.startswith("usage: ") and not (d.directory / "a").exists()
+
+
+@T.row(f"{CONFIG_GO} genKeysCmd / keyring.GenerateEncodedNACLKeyPair",
+       "config gen-keys PATH: PATH.enc and PATH.dec, PEM `NACL KEY`, 0400, a working NaCl box pair")
+def _(d: Double):
+    from nacl.public import Box, PrivateKey, PublicKey
+
+    base = d.directory / unique("vault-")
+    done = d.cli("-c", "/dev/null", "config", "gen-keys", str(base))
+    enc, dec = base.with_name(base.name + ".enc"), base.with_name(base.name + ".dec")
+    assert (done.returncode, done.stdout) == (0, "")
+    assert done.stderr == f"keyfiles written in:\n  {enc}\n  {dec}\n"
+    keys = {}
+    for path in (enc, dec):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o400
+        text = path.read_text()
+        lines = text.splitlines()
+        assert text.endswith("-----END NACL KEY-----\n") and lines[0] == "-----BEGIN NACL KEY-----"
+        assert [len(line) for line in lines[1:-1]] == [64, 24]
+        raw = base64.b64decode("".join(lines[1:-1]))
+        keys[path.suffix] = (PublicKey(raw[:32]), PrivateKey(raw[32:]))
+    # The encryptor seals for the decryptor (account.EncryptBufferWithKey / DecryptBufferWithKey).
+    sealed = Box(keys[".enc"][1], keys[".enc"][0]).encrypt(b'{"login": "me"}')
+    assert Box(keys[".dec"][1], keys[".dec"][0]).decrypt(sealed) == b'{"login": "me"}'
+    assert keys[".enc"][1].public_key.encode() == keys[".dec"][0].encode()
+
+
+@T.row(f"{CONFIG_GO} genKeysCmd / writeFile", "config gen-keys: an existing key file is an error (O_EXCL); none: usage")
+def _(d: Double):
+    base = d.directory / unique("vault-")
+    base.with_name(base.name + ".dec").write_text("kept")
+    done = d.cli("config", "gen-keys", str(base))
+    assert (done.returncode, done.stderr) == (1, f"Error: open {base}.dec: file exists\n")
+    assert base.with_name(base.name + ".dec").read_text() == "kept"
+    done = d.cli("config", "gen-keys")
+    assert done.returncode == 0 and done.stderr.startswith("usage: ")
 
 
 @T.row(f"{S} §1.1 / §1.2", "instances add: the three lines, the token in hex (= base64 of the API)")
@@ -246,9 +306,10 @@ def test_flat_mode_cli(flat):
 
 def test_double_needs_only_stdlib_and_yaml():
     """The double runs on a bare Debian host: its modules import the standard library, PyYAML and each other."""
-    for path in sorted((LAB_DIR / "stackdouble").glob("*.py")):
+    for path in sorted((LAB_DIR / "stackdouble").rglob("*.py")):
         tree = ast.parse(path.read_text())
-        first = ast.get_docstring(tree).splitlines()[0] if path.name == "__init__.py" else None
+        top_init = path.relative_to(LAB_DIR).parts == ("stackdouble", "__init__.py")
+        first = ast.get_docstring(tree).splitlines()[0] if top_init else None
         if first is not None:
             assert first.startswith("A test double of cozy-stack") and "cozy-stack.md" in first
         for node in ast.walk(tree):
@@ -263,3 +324,53 @@ def test_double_needs_only_stdlib_and_yaml():
 
 
 
+
+
+# cozy-stack's debian/cozy-stack.postinst at db1163854, the lines that run cozy-stack, verbatim but for
+# /etc/cozy (a scratch directory here) and the chown to the cozy-stack user (no such user here).
+POSTINST = r"""
+		if [ ! -f /etc/cozy/cozy-admin-passphrase ]; then
+			db_get cozy-stack/cozy/password && COZY_PASS="${RET}"
+			COZY_ADMIN_PASSPHRASE="${COZY_PASS}" cozy-stack -c /dev/null config passwd /etc/cozy/cozy-admin-passphrase
+			printf "%s" "${COZY_PASS}" > /etc/cozy/.cozy-admin-passphrase
+			chmod u=rw,og= /etc/cozy/.cozy-admin-passphrase
+		fi
+
+	if [ ! -f /etc/cozy/vault.enc ] || [ ! -f /etc/cozy/vault.dec ]; then
+		cozy-stack -c /dev/null config gen-keys /etc/cozy/vault
+		chmod u=rw,og= /etc/cozy/vault.enc /etc/cozy/vault.dec
+	fi
+"""
+
+
+def run_postinst(tmp_path, etc) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "cozy-stack"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={LAB_DIR} exec {sys.executable} -m stackdouble "$@"\n')
+    wrapper.chmod(0o755)
+    script = "set -e\ndb_get() { RET=secret-from-debconf; }\n" + POSTINST.replace("/etc/cozy", str(etc))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    return subprocess.run(["sh", "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_debian_postinst_lines(tmp_path):
+    """debian/cozy-stack.postinst: `config passwd` then `config gen-keys` with `-c /dev/null`, under `set -e`."""
+    from nacl.public import Box, PrivateKey, PublicKey
+    from stackdouble import secret
+
+    etc = tmp_path / "etc-cozy"
+    etc.mkdir()
+    done = run_postinst(tmp_path, etc)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"Hashed passphrase will be written in {etc}/cozy-admin-passphrase\n"
+                           f"keyfiles written in:\n  {etc}/vault.enc\n  {etc}/vault.dec\n")
+    assert secret.verify((etc / ".cozy-admin-passphrase").read_text(), (etc / "cozy-admin-passphrase").read_text())
+    raw = {s: base64.b64decode("".join((etc / f"vault.{s}").read_text().splitlines()[1:-1])) for s in ("enc", "dec")}
+    sealed = Box(PrivateKey(raw["enc"][32:]), PublicKey(raw["enc"][:32])).encrypt(b"creds")
+    assert Box(PrivateKey(raw["dec"][32:]), PublicKey(raw["dec"][:32])).decrypt(sealed) == b"creds"
+    assert {stat.S_IMODE((etc / f"vault.{s}").stat().st_mode) for s in ("enc", "dec")} == {0o600}
+    before = {p.name: p.read_bytes() for p in etc.iterdir()}
+    again = run_postinst(tmp_path, etc)  # a second configure keeps the passphrase and the keys
+    assert (again.returncode, again.stderr) == (0, "")
+    assert {p.name: p.read_bytes() for p in etc.iterdir()} == before

@@ -1,0 +1,1 @@
+"""Servers: provisioning with Ansible (ansible-runner); the library part of `cozyops server`."""
