@@ -68,6 +68,11 @@ def load(text: str, max_depth: int = MAX_DEPTH) -> Any:
     loader = _Loader(text)
     try:
         get, resolve, constructors = loader.get_event, loader.resolve, loader.yaml_constructors
+        # The first characters PyYAML's implicit resolvers look at (bool, int, float, null, ...): a
+        # plain scalar starting with any other (most of a fleet: names, domains, addresses) is a
+        # string, which is what resolve() would answer, without its regular expressions.
+        resolved_first = frozenset(loader.yaml_implicit_resolvers)
+        fast = None not in resolved_first
         stack: list[Any] = []
         root: Any = None
         documents = 0
@@ -79,7 +84,10 @@ def load(text: str, max_depth: int = MAX_DEPTH) -> Any:
                     raise FleetYamlError(_line(event), f"anchor &{event.anchor}: YAML anchors and aliases are not "
                                          "allowed in fleet files (write the value out)")
                 tag = event.tag
-                if tag is None or tag == "!":
+                if tag is None and fast and (not event.implicit[0] or event.value[:1] not in resolved_first) \
+                        and event.value:
+                    tag = _STR  # quoted, or plain starting with a character no implicit resolver takes
+                elif tag is None or tag == "!":
                     tag = resolve(ScalarNode, event.value, event.implicit)
                 if tag == _STR:
                     value: Any = event.value

@@ -54,7 +54,7 @@ FLEET_ENV = "COZYOPS_FLEET"
 MAX_BATCH_SIZE = 5000
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_HOST_NAME = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)*(?!-)[a-z0-9-]{1,63}(?<!-)\Z")  # labels of 1 to 63, no - at either end
 _APP = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 _FLEET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
@@ -336,8 +336,7 @@ def check_domain(value: Any, label: str, key: str) -> str:
     name = value.strip().lower().rstrip(".")
     if not name.isascii():
         raise ConfigError(label, f"{key}: {value!r} is not ASCII", "write internationalized names in their xn-- form")
-    labels = name.split(".")
-    if len(name) > 253 or not all(_HOST_LABEL.match(part) for part in labels):
+    if len(name) > 253 or not _HOST_NAME.match(name):
         raise ConfigError(label, f"{key}: {value!r} is not a valid domain name")
     return name
 

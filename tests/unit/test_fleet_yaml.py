@@ -102,3 +102,16 @@ def test_the_data_is_what_safe_load_gives(text):
 
 def test_timestamps_are_built_as_safe_load_builds_them():
     assert fleetyaml.load("when: 2026-12-04 10:00:00\n") == {"when": datetime.datetime(2026, 12, 4, 10, 0)}
+
+
+SCALARS = ["alice", "yes", "no", "on", "off", "y", "n", "Yes", "NO", "true", "False", "~", "null", "Null", "", "''",
+           '""', "'yes'", '"no"', "0", "010", "0o10", "0x1f", "1_000", "-1", "+1", "1.5", ".5", "-.inf", ".NaN",
+           "1e3", "1:20", "2026-12-04", "2026-12-04 10:00:00", "<", "h1", "fr", "u0@example.org",
+           "192.0.2.10", "2001:db8::1", "'it''s'", "\"tab\\there\"", "é", "7d", "10GB"]
+
+
+@pytest.mark.parametrize("scalar", SCALARS)
+def test_every_scalar_is_what_safe_load_makes_of_it(scalar):
+    """The fast path for plain scalars no implicit resolver takes gives what PyYAML's resolver does."""
+    text = f"key: {scalar}\nlist: [{scalar}]\n"
+    assert fleetyaml.load(text) == yaml.safe_load(text)
