@@ -54,7 +54,8 @@ FLEET_ENV = "COZYOPS_FLEET"
 MAX_BATCH_SIZE = 5000
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_HOST_NAME = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)*(?!-)[a-z0-9-]{1,63}(?<!-)\Z")  # labels of 1 to 63, no - at either end
+# a host name: labels of 1 to 63 letters, digits and '-', none at either end of a label
+_HOST_NAME = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)*(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _APP = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 _FLEET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
