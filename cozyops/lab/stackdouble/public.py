@@ -16,6 +16,7 @@ from urllib.parse import quote
 from . import apps as apps_mod
 from . import move, tokens
 from .admin import JSONAPI, jsonapi_error, version_body
+from .cliroutes import CliRoutes
 from .couch import Couch, CouchError, couchdb_reason, db_name
 from .httpd import App, HTTPError, Request, Response, Router, json_response, text_response
 from .instances import StackError, from_couch
@@ -76,7 +77,7 @@ class Permissions:
         return False
 
 
-class PublicApp(App):
+class PublicApp(CliRoutes, App):
     name = "public"
 
     def __init__(self, stack: Stack) -> None:
@@ -109,6 +110,8 @@ class PublicApp(App):
         r("PUT", "/apps/:slug", self.apps_update)
         r("GET", "/move/exports/:mac", self.export_manifest)
         r("GET", "/move/exports/data/:mac", self.export_data)
+        for method, pattern, name in CliRoutes.ROUTES:  # DELETE /apps/:slug, /konnectors, /settings/passphrase
+            r(method, pattern, getattr(self, name))
         r("GET", "/auth/login", self.login_page)
         r("GET", "/", self.home)
 
