@@ -280,8 +280,147 @@ def _(d: Double):
     assert done.stdout == "drive has been downgraded to 1.0.0\n"
     done = d.cli("apps", "install", "nosuchapp", "--domain", domain)
     assert done.returncode == 1 and done.stderr.startswith("Error: ")
-    done = d.cli("apps", "ls")
-    assert (done.returncode, done.stderr) == (1, "Error: Missing --domain flag, or COZY_DOMAIN env variable\n")
+    done = d.cli("apps", "ls")  # cmd/apps.go lsApps: the message, the usage, and cmd.Usage()'s nil: exit 0
+    assert done.returncode == 0 and done.stderr.startswith("Missing --domain flag, or COZY_DOMAIN env variable\nusage:")
+
+
+INSTANCES_GO = "cmd/instances.go"
+APPS_GO = "cmd/apps.go"
+
+
+@T.row(f"{INSTANCES_GO} lsInstanceCmd", "ls --json [--fields]: compact JSON; fields: a map (sorted, null if absent)")
+def _(d: Double):
+    domain = add(d, "--locale", "fr")
+    lines = d.cli("instances", "ls", "--json", "--fields", "locale,domain,db_prefix,oidc_id").stdout.splitlines()
+    line = next(row for row in lines if f'"domain":"{domain}"' in row)
+    prefix = d.admin("GET", "/instances/" + domain).json()["data"]["attributes"]["prefix"]
+    assert line == f'{{"db_prefix":"{prefix}","domain":"{domain}","locale":"fr","oidc_id":null}}'
+    full = next(row for row in d.cli("instances", "ls", "--json").stdout.splitlines() if domain in row)
+    # client.Instance's attributes in the struct's order (prefix before locale), compact.
+    assert full.startswith(f'{{"domain":"{domain}","prefix":"{prefix}","locale":"fr",') and ", " not in full
+
+
+@T.row(f"{INSTANCES_GO} showInstanceCmd / modifyInstanceCmd", "show and modify: json.MarshalIndent with two spaces")
+def _(d: Double):
+    domain = add(d)
+    for done in (d.cli("instances", "show", domain), d.cli("instances", "modify", domain, "--locale", "de")):
+        lines = done.stdout.splitlines()
+        assert lines[0] == "{" and lines[1].startswith('  "id": "') and lines[-1] == "}"
+        assert '  "attributes": {' in lines and f'    "domain": "{domain}",' in lines and "\t" not in done.stdout
+
+
+@T.row(f"{INSTANCES_GO} rmInstanceCmd / confirmDomain", "answer compared lower-cased; a blank line after; none: EOF")
+def _(d: Double):
+    domain = add(d)
+    done = d.cli("instances", "rm", domain, stdin="")
+    assert (done.returncode, done.stderr) == (1, "Error: EOF\n")
+    done = d.cli("instances", "rm", domain, stdin=domain.upper() + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(f"Type again the domain to confirm: \nInstance for domain {domain} has been destroyed"
+                                " with success\n")
+
+
+@T.row(f"{INSTANCES_GO} updateInstancePassphraseCmd / web/settings/passphrase.go",
+       "set-passphrase DOMAIN PASS: PUT /settings/passphrase forced by a CLI token; the printed line")
+def _(d: Double):
+    from stackdouble import secret
+
+    domain = add(d)
+    done = d.cli("instances", "set-passphrase", domain, "n3w-P4ss")
+    assert (done.returncode, done.stdout) == (0, f"Passphrase has been changed for instance  {domain}\n"), done.stderr
+    doc = json.loads(d.request(d.couch_port, "GET", "/global%2Finstances/" +
+                               d.admin("GET", "/instances/" + domain).json()["data"]["id"]).body)
+    assert secret.verify("n3w-P4ss", base64.b64decode(doc["passphrase_hash"]).decode())
+    assert doc["password_defined"] is True
+    assert d.cli("instances", "set-passphrase", domain).returncode == 0  # one argument: the usage
+    done = d.cli("instances", "set-passphrase", "nobody.cozy.test", "x")
+    assert done.returncode == 1 and done.stderr.startswith("Could not generate access to domain nobody.cozy.test\n")
+
+
+@T.row(f"{INSTANCES_GO} cleanSessionsCmd / web/instances cleanSessions",
+       "clean-sessions DOMAIN: both session databases go, silently")
+def _(d: Double):
+    domain = add(d, "--passphrase", "x")
+    prefix = d.admin("GET", "/instances/" + domain).json()["data"]["attributes"]["prefix"]
+    logins = "/" + prefix + "%2Fio-cozy-sessions-logins"
+    assert d.request(d.couch_port, "GET", logins).status == 200
+    done = d.cli("instances", "clean-sessions", domain)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert d.request(d.couch_port, "GET", logins).status == 404
+    assert d.cli("instances", "clean-sessions", domain).returncode == 0  # no database is fine
+
+
+@T.row("cmd/files.go usageFilesCmd", "files usage --domain D [--trash]: the lines of the fields the route sends")
+def _(d: Double):
+    domain = add(d)
+    done = d.cli("files", "usage", "--domain", domain)
+    assert done.stdout == "Usage: 0\nDocuments count: 6\n", done.stderr  # root, trash, 4 default folders
+    token = d.token(domain)
+    created = d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "t.txt"}, body=b"12345").json()
+    prefix = d.admin("GET", "/instances/" + domain).json()["data"]["attributes"]["prefix"]
+    path = f"/{prefix}%2Fio-cozy-files/{created['data']['id']}"
+    trashed = {**json.loads(d.request(d.couch_port, "GET", path).body), "trashed": True}  # as the trash route does
+    d.request(d.couch_port, "PUT", path, body=json.dumps(trashed).encode(),
+              headers={"Content-Type": "application/json"})
+    d.cli("instances", "set-disk-quota", domain, "1GB")
+    done = d.cli("files", "usage", "--domain", domain, "--trash")
+    assert done.stdout == ("Usage: 5\n  Including latest version of files: 5\n  Including trashed files: 5\n"
+                           "Quota: 1000000000\nDocuments count: 7\n")
+    assert "trashed" not in d.cli("files", "usage", "--domain", domain).stdout
+    done = d.cli("files", "usage")
+    assert done.returncode == 0 and done.stderr.startswith("Missing --domain flag, or COZY_DOMAIN env variable\n")
+
+
+@T.row("cmd/check.go checkFSCmd / fsck", "check fs DOMAIN: nothing, exit 0 when sound; a JSON line a problem, exit 1")
+def _(d: Double):
+    domain = add(d)
+    token = d.token(domain)
+    d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "kept.txt"}, body=b"kept")
+    done = d.cli("check", "fs", domain)
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    (d.directory / "storage" / domain / "kept.txt").unlink()
+    (d.directory / "storage" / domain / "stray.txt").write_bytes(b"stray")
+    done = d.cli("check", "fs", domain)
+    logs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1 and done.stderr == ""
+    assert {(log["type"], (log.get("file_doc") or {}).get("name")) for log in logs} == {
+        ("index_missing", "stray.txt"), ("filesystem_missing", "kept.txt")}
+    assert d.cli("check", "fs", domain, "--index-integrity").stdout == ""
+    done = d.cli("check", "fs", domain, "--fail-fast")
+    assert done.returncode == 1 and len(done.stdout.splitlines()) == 1
+
+
+@T.row(f"{APPS_GO} uninstallApp / showApp / web/apps deleteHandler",
+       "apps show (MarshalIndent of the manifest), apps uninstall: `<slug> has been uninstalled`; then 404")
+def _(d: Double):
+    domain = add(d)
+    d.cli("apps", "install", "photos", "--domain", domain)
+    done = d.cli("apps", "show", "photos", "--domain", domain)
+    shown = json.loads(done.stdout)
+    assert done.stdout.startswith('{\n  "name": "photos",\n  "editor": "",')
+    assert (shown["slug"], shown["version"], shown["created_at"]) == ("photos", "1.0.0", "0001-01-01T00:00:00Z")
+    done = d.cli("apps", "uninstall", "photos", "--domain", domain)
+    assert (done.returncode, done.stdout) == (0, "photos has been uninstalled\n"), done.stderr
+    done = d.cli("apps", "show", "photos", "--domain", domain)
+    assert (done.returncode, done.stderr) == (1, "Error: Not Found: Application is not installed\n")
+    done = d.cli("apps", "rm", "photos", "--domain", domain)
+    assert (done.returncode, done.stderr) == (1, "Error: Not Found: Application is not installed\n")
+
+
+@T.row(f"{APPS_GO} installApp / updateApp / uninstallApp / lsApps (konnectors)",
+       "konnectors install / update / ls / uninstall on io.cozy.konnectors")
+def _(d: Double):
+    domain = add(d)
+    done = d.cli("konnectors", "install", "trainline", "--domain", domain)
+    assert (done.returncode, done.stdout) == (0, f"trainline (1.0.0) has been installed on {domain}\n"), done.stderr
+    rows = [line.split() for line in d.cli("konnectors", "ls", "--domain", domain).stdout.splitlines()]
+    assert rows == [["trainline", "registry://trainline/stable", "1.0.0", "ready"]]
+    assert "trainline" not in d.cli("apps", "ls", "--domain", domain).stdout
+    done = d.cli("konnectors", "update", "trainline", "registry://trainline/beta", "--domain", domain)
+    assert done.stdout == "trainline has been upgraded to 1.1.0-beta.1\n"
+    done = d.cli("konnectors", "uninstall", "trainline", "--domain", domain)
+    assert done.stdout == "trainline has been uninstalled\n"
+    assert d.cli("konnectors", "ls", "--domain", domain).stdout == ""
 
 
 @T.row(f"{S} §1.1", "global flags: --admin-port and --admin-host reach the admin API given")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cmd import apps, config, instances, serve
+from .cmd import apps, check, config, files, instances, serve
 from .cmd.root import BOOL_FLAGS, Client, CliError, ExitError, Parser, _globals, load_config
 
-MODULES = (instances, apps, config, serve)
+MODULES = (instances, apps, config, files, check, serve)
 OFFLINE = set().union(*(getattr(m, "OFFLINE", set()) for m in MODULES))
 
 

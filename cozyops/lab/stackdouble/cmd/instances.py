@@ -8,6 +8,7 @@ import os
 import sys
 from urllib.parse import quote
 
+from . import check
 from .root import (
     Client,
     CliError,
@@ -425,6 +426,7 @@ def register(commands) -> None:
     sessions = sub(inst_cmds, ["clean-sessions"], cmd_instances_clean_sessions,
                    "Remove the io.cozy.sessions and io.cozy.sessions.logins bases")
     sessions.add_argument("words", nargs="*", metavar="ARG")
+    check._flags(sub(inst_cmds, ["fsck"], check.cmd_instances_fsck, "Check a vfs (deprecated: check fs)"))
     prefix = sub(inst_cmds, ["show-db-prefix"], cmd_instances_show_db_prefix, "the CouchDB prefix of an instance")
     prefix.add_argument("domain")
 

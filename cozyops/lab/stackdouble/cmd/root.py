@@ -23,7 +23,8 @@ from urllib.parse import quote, urlencode
 from .. import VERSION, config
 
 USER_AGENT = f"cozy-stack {VERSION} (double)"
-BOOL_FLAGS = ("blocked", "deleting", "onboarding-finished", "magic_link", "dev", "trace", "force", "json",
+BOOL_FLAGS = ("blocked", "deleting", "onboarding-finished", "magic_link", "dev", "trace", "force", "json", "trash",
+              "index-integrity", "files-consistency", "fail-fast",
               "available-fields", "all-domains", "ask-permissions", "safe", "allow-root")
 
 
@@ -130,7 +131,7 @@ class Client:
     def cli_token(self, domain: str, scopes: list[str]) -> str:
         """``newClient``: a CLI token, or ``Could not generate access to domain D`` and the error, exit 1."""
         try:
-            return self.token(domain, "cli", scopes, "")
+            return self.token(domain, "cli", scopes, "CLI")
         except CliError as error:
             raise ExitError(f"Could not generate access to domain {domain}\n{error}") from None
 
