@@ -301,12 +301,89 @@ def _(d: Double):
     assert reply.status == 500 and reply.json()["errors"][0]["detail"] == "The deletion has already been requested"
 
 
-@T.row(f"{S} §2.2", "GET /instances/:domain/disk-usage: used and quota as strings")
+INSTANCES_GO = "web/instances/instances.go"
+
+
+@T.row(f"{INSTANCES_GO} diskUsage / diskUsageResult",
+       "disk-usage: numbers as strings (doc_count a number); zero fields omitted but used; trashed with include=trash")
 def _(d: Double):
     domain, _ = created(d, DiskQuota="1000000")
     body = d.admin("GET", f"/instances/{domain}/disk-usage", {"include": "trash"}).json()
-    assert body["used"] == "0" and body["quota"] == "1000000" and body["trashed"] == "0"
-    assert isinstance(body["doc_count"], int)
+    assert body == {"used": "0", "quota": "1000000", "doc_count": 6}  # no trashed, files, versions…: zero
+    token = d.token(domain)
+    d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "u.txt"}, body=b"abc")
+    body = d.admin("GET", f"/instances/{domain}/disk-usage").json()
+    assert body == {"used": "3", "quota": "1000000", "doc_count": 7, "files": "3"}
+    assert list(body) == ["used", "quota", "doc_count", "files"]  # the struct's order
+    other, _ = created(d)
+    assert d.admin("GET", f"/instances/{other}/disk-usage").json() == {"used": "0", "doc_count": 6}
+
+
+@T.row(f"{INSTANCES_GO} lastActivity", "last-activity: 2018-01-01 at least; the latest session, login or OAuth client")
+def _(d: Double):
+    domain, data = created(d)
+    assert d.admin("GET", f"/instances/{domain}/last-activity").json() == {"last-activity": "2018-01-01"}
+    prefix = data["attributes"]["prefix"]
+    d.request(d.couch_port, "PUT", db(prefix, "io.cozy.sessions"))
+    d.request(d.couch_port, "PUT", db(prefix, "io.cozy.sessions") + "/s1",
+              body=b'{"last_seen": "2026-03-04T05:06:07Z"}', headers={"Content-Type": "application/json"})
+    d.request(d.couch_port, "PUT", db(prefix, "io.cozy.oauth.clients") + "/c1",
+              body=b'{"client_kind": "sharing", "synchronized_at": "2026-09-09T00:00:00Z"}',
+              headers={"Content-Type": "application/json"})
+    assert d.admin("GET", f"/instances/{domain}/last-activity").json() == {"last-activity": "2026-03-04"}
+    reply = d.admin("GET", "/instances/nobody.cozy.test/last-activity")
+    assert reply.status == 404
+
+
+@T.row(f"{INSTANCES_GO} cleanSessions", "DELETE /instances/:domain/sessions: 204; both session databases gone")
+def _(d: Double):
+    domain, data = created(d)
+    prefix = data["attributes"]["prefix"]
+    assert d.request(d.couch_port, "GET", db(prefix, "io.cozy.sessions.logins")).status == 200
+    assert d.admin("DELETE", f"/instances/{domain}/sessions").status == 204
+    assert d.request(d.couch_port, "GET", db(prefix, "io.cozy.sessions.logins")).status == 404
+    assert d.admin("DELETE", f"/instances/{domain}/sessions").status == 204
+
+
+@T.row("web/instances/checks.go fsckHandler / model/vfs/vfsafero/fsck.go",
+       "fsck: 200 and no line when sound; FsckLog lines (content_mismatch, filesystem_missing)")
+def _(d: Double):
+    domain, _ = created(d)
+    token = d.token(domain)
+    d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "f.txt"}, body=b"same size")
+    reply = d.admin("GET", f"/instances/{domain}/fsck")
+    assert (reply.status, reply.body) == (200, b"")
+    (d.directory / "storage" / domain / "f.txt").write_bytes(b"SAME SIZE")
+    logs = [json.loads(line) for line in d.admin("GET", f"/instances/{domain}/fsck").text.splitlines()]
+    assert [(log["type"], log["is_file"], log["file_doc"]["name"]) for log in logs] == [
+        ("content_mismatch", True, "f.txt")]
+    assert logs[0]["content_mismatch"]["size_file"] == logs[0]["content_mismatch"]["size_index"] == 9
+    assert d.admin("GET", f"/instances/{domain}/fsck", {"IndexIntegrity": "true"}).body == b""
+
+
+@T.row("web/realtime/realtime.go Ws / client/realtime.go",
+       "admin /realtime/: WebSocket, SUBSCRIBE io.cozy.exports, the export's CREATED then UPDATED done")
+def _(d: Double):
+    from stackdouble import realtime
+
+    domain, _ = created(d)
+    socket = realtime.Client("127.0.0.1", d.admin_port, d.basic()["Authorization"], timeout=20)
+    try:
+        socket.send({"method": "NOPE", "payload": {}})
+        assert socket.receive()["payload"]["status"] == "405 Method Not Allowed"
+        socket.subscribe("io.cozy.exports")
+        time.sleep(0.2)
+        d.admin("POST", f"/instances/{domain}/export", {"admin-req": "true"})
+        seen = []
+        while not seen or seen[-1][1] != "done":
+            event = socket.receive()
+            if event["payload"]["doc"]["domain"] == domain:
+                seen.append((event["event"], event["payload"]["doc"]["state"]))
+        assert seen[:2] == [("CREATED", "exporting"), ("UPDATED", "done")]
+        assert socket.receive()["event"] == "CREATED"  # NotifyRealtime for an admin request
+    finally:
+        socket.close()
+    assert d.admin("GET", "/realtime/", auth=False).status == 401
 
 
 @T.row(f"{S} §2.2", "GET /instances/:domain/prefix: a JSON string")

@@ -9,6 +9,8 @@ import re
 import stat
 import subprocess
 import sys
+import time
+import zipfile
 
 import pytest
 
@@ -513,3 +515,149 @@ def test_debian_postinst_lines(tmp_path):
     again = run_postinst(tmp_path, etc)  # a second configure keeps the passphrase and the keys
     assert (again.returncode, again.stderr) == (0, "")
     assert {p.name: p.read_bytes() for p in etc.iterdir()} == before
+
+
+def test_export_on_one_double_import_on_another(doubles, tmp_path):
+    """cmd/instances.go exportCmd / importCmd: `instances export --path` on the nested double (it waits for the
+    export on the admin realtime socket and downloads the part), `instances import` on the flat double from the
+    export's manifest URL: the files and the documents move."""
+    from stackdouble import move
+
+    source_double, target_double = doubles["nested"], doubles["flat"]
+    source = f"127.0.0.1:{source_double.public_port}"  # reachable from the target without DNS
+    if source_double.admin("GET", "/instances/" + source).status == 404:
+        assert source_double.create(source).status == 201
+    token = source_double.token(source)
+    name = unique() + ".txt"
+    source_double.public("POST", "/files/", source, token, {"Type": "file", "Name": name}, body=b"moved by the CLI")
+    contact = source_double.public("POST", "/data/io.cozy.contacts/", source, token, body=b'{"fullname": "Ada"}',
+                                   headers={"Content-Type": "application/json"}).json()["id"]
+    out = tmp_path / "exports"
+    out.mkdir()
+    (out / f"{source} - part000.zip").write_bytes(b"an older download, replaced")
+    done = source_double.cli("instances", "export", "--domain", source, "--path", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Exporting archive 1/1 ({source} - part000.zip)... \u2705\n"
+    part = out / f"{source} - part000.zip"
+    assert stat.S_IMODE(part.stat().st_mode) == 0o600
+    names = zipfile.ZipFile(part).namelist()
+    assert "My Cozy/Files/" + name in names and f"My Cozy/Data/io.cozy.contacts/{contact}.json" in names
+
+    exports = json.loads(source_double.request(source_double.couch_port, "GET",
+                                               "/global%2Fio-cozy-exports/_all_docs?include_docs=true").body)
+    export = max((r["doc"] for r in exports["rows"] if r["doc"].get("domain") == source),
+                 key=lambda doc: doc["created_at"])
+    inst_id = source_double.admin("GET", "/instances/" + source).json()["data"]["id"]
+    raw = json.loads(source_double.request(source_double.couch_port, "GET", "/global%2Finstances/" + inst_id).body)
+    url = f"http://{source}/move/exports/{move.encode_mac(raw, export['_id'])}"
+
+    target = unique() + ".cozy.test"
+    assert target_double.cli("instances", "add", target).returncode == 0
+    done = target_double.cli("instances", "import", "--domain", target, url, stdin="no\n")
+    assert (done.returncode, done.stderr) == (1, "Error: Aborted\n")
+    done = target_double.cli("instances", "import", "--domain", target, "--force", url)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    target_token = target_double.token(target)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = target_double.public("GET", "/files/download", target, target_token, {"Path": "/" + name})
+        blocked = target_double.admin("GET", "/instances/" + target).json()["data"]["attributes"].get("blocked")
+        if got.status == 200 and not blocked:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the import did not bring the file")
+    assert got.body == b"moved by the CLI"
+    moved = target_double.public("GET", f"/data/io.cozy.contacts/{contact}", target, target_token)
+    assert moved.status == 200 and moved.json()["fullname"] == "Ada"
+    done = target_double.cli("instances", "import", "--domain", target)
+    assert (done.returncode, done.stderr) == (1, "Error: The URL to the exported data is missing\n")
+    done = target_double.cli("instances", "export", "--path", str(out))
+    assert (done.returncode, done.stderr) == (1, 'Error: required flag(s) "domain" not set\n')
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory, scratch_home):
+    """A double of its own, so that commands working on every instance see only this test's instances."""
+    from .conftest import start_double, stop
+
+    started: list = []
+    try:
+        yield start_double(tmp_path_factory.mktemp("own-double"), "nested", started)
+    finally:
+        for proc in reversed(started):
+            stop(proc)
+
+
+def test_apps_on_all_domains(own):
+    """cmd/apps.go installApp / updateApp with --all-domains (foreachDomains): a line a domain done, the ones
+    already in the wanted state skipped silently, an error reported as `<domain>: <error>` and the loop going
+    on, then `Error: At least one error occurred while executing this command` and exit 1."""
+    a, b, c = (add(own) for _ in range(3))
+    assert own.cli("apps", "install", "notes", "--domain", a).returncode == 0
+    done = own.cli("apps", "install", "notes", "--all-domains")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sorted(done.stdout.splitlines()) == sorted(f"Application installed successfully on {d}" for d in (b, c))
+    # c's notes now comes from a source the registry does not know: its update fails, the others go on.
+    prefix = own.admin("GET", "/instances/" + c).json()["data"]["attributes"]["prefix"]
+    path = f"/{prefix}%2Fio-cozy-apps/io.cozy.apps%2Fnotes"
+    doc = {**json.loads(own.request(own.couch_port, "GET", path).body), "source": "registry://notes/nightly"}
+    own.request(own.couch_port, "PUT", path, body=json.dumps(doc).encode(),
+                headers={"Content-Type": "application/json"})
+    assert own.cli("apps", "uninstall", "notes", "--domain", b).returncode == 0
+    done = own.cli("apps", "update", "notes", "--all-domains")
+    assert done.returncode == 1
+    assert done.stdout == f"Application updated successfully on {a}\n"  # b has no notes: skipped
+    assert done.stderr == (f"{c}: Application not found\n"
+                           "Error: At least one error occurred while executing this command\n")
+
+
+# cozy-stack's debian/uninstall-onboarding.sh at db1163854 (run by the postinst on upgrades from before
+# 2:1.2.0-1), verbatim.
+UNINSTALL_ONBOARDING = r"""
+function app_installed {
+	DOMAIN="${1}"
+	APP="${2}"
+	cozy-stack apps show --domain "${DOMAIN}" "${APP}" &>/dev/null
+}
+
+function uninstall_app {
+	DOMAIN="${1}"
+	APP="${2}"
+	if app_installed "${@}"; then
+		echo "    Uninstalling app ${APP}"
+		cozy-stack apps uninstall --domain "${DOMAIN}" "${APP}" 1>/dev/null
+	else
+		echo "    App ${APP} already uninstalled, nothing to do"
+	fi
+}
+
+echo "Uninstall onboarding"
+cozy-stack instances ls | awk '{print $1}' | while read domain; do
+		echo "  Migrating ${domain}"
+		uninstall_app "${domain}" onboarding
+done
+"""
+
+
+def test_debian_uninstall_onboarding_lines(own, tmp_path):
+    """debian/uninstall-onboarding.sh: `instances ls` column 1, `apps show` as a test, `apps uninstall`."""
+    with_app = add(own)
+    assert own.cli("apps", "install", "onboarding", "--domain", with_app).returncode == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "cozy-stack"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={LAB_DIR} exec {sys.executable} -m stackdouble '
+                       f'-c {own.directory / "cozy.yml"} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "COZY_ADMIN_PASSPHRASE": own.passphrase}
+    done = subprocess.run(["bash", "-e", "-c", UNINSTALL_ONBOARDING], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    domains = [line.split()[0] for line in own.cli("instances", "ls").stdout.splitlines()]
+    expected = ["Uninstall onboarding"]
+    for domain in domains:
+        expected += [f"  Migrating {domain}", "    Uninstalling app onboarding" if domain == with_app
+                     else "    App onboarding already uninstalled, nothing to do"]
+    assert done.stdout.splitlines() == expected
+    assert own.cli("apps", "show", "--domain", with_app, "onboarding").returncode == 1

@@ -28,7 +28,7 @@ KONNECTOR_CATALOGUE = {
 CATALOGUE = {
     slug: {"stable": "1.0.0", "beta": "1.1.0-beta.1", "dev": "1.1.0-dev.1"}
     for slug in ("home", "settings", "store", "drive", "photos", "contacts", "notes", "passwords", "banks",
-                 "mespapiers", "mail", "calendar", "coachco2", "dataproxy")
+                 "mespapiers", "mail", "calendar", "coachco2", "dataproxy", "onboarding")
 }
 _SOURCE = re.compile(r"^registry://([a-z0-9-]+)(?:/(stable|beta|dev))?/?$")
 
