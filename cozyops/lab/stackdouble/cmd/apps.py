@@ -114,6 +114,22 @@ def _foreach_domains(client: Client, work) -> int:
     return 0
 
 
+def _on_all_domains(client: Client, doctype: str, method: str, slug: str, query: dict, skipped: str,
+                    done: str) -> int:
+    """``installApp`` / ``updateApp`` with ``--all-domains``: the error ``skipped`` means nothing to do there."""
+    def work(domain: str) -> None:
+        token = client.cli_token(domain, [doctype])
+        try:
+            _stream(client, domain, token, method, doctype, slug, query)
+        except CliError as error:
+            if str(error) == skipped:
+                raise Skip from None
+            raise
+        print(f"Application {done} successfully on {domain}")
+
+    return _foreach_domains(client, work)
+
+
 def _install_query(args, source: str) -> dict:
     query = {"Source": source, "Deactivated": "true" if getattr(args, "ask_permissions", False) else "false"}
     if getattr(args, "parameters", None):
@@ -128,16 +144,8 @@ def install(doctype: str):
         slug = args.args[0]
         source = args.args[1] if len(args.args) > 1 else f"registry://{slug}/stable"
         if args.all_domains:
-            def work(domain: str) -> None:
-                token = client.cli_token(domain, [doctype])
-                try:
-                    _stream(client, domain, token, "POST", doctype, slug, _install_query(args, source))
-                except CliError as error:
-                    if str(error) == ERR_ALREADY_EXISTS:
-                        raise Skip from None
-                    raise
-                print(f"Application installed successfully on {domain}")
-            return _foreach_domains(client, work)
+            return _on_all_domains(client, doctype, "POST", slug, _install_query(args, source), ERR_ALREADY_EXISTS,
+                                   "installed")
         domain = _domain(args)
         if domain is None:
             return usage(args, 0)
@@ -158,16 +166,7 @@ def update(doctype: str):
         if getattr(args, "parameters", None):
             query["Parameters"] = json.dumps(json.loads(args.parameters), separators=(",", ":"))
         if args.all_domains:
-            def work(domain: str) -> None:
-                token = client.cli_token(domain, [doctype])
-                try:
-                    _stream(client, domain, token, "PUT", doctype, slug, query)
-                except CliError as error:
-                    if str(error) == ERR_NOT_FOUND:
-                        raise Skip from None
-                    raise
-                print(f"Application updated successfully on {domain}")
-            return _foreach_domains(client, work)
+            return _on_all_domains(client, doctype, "PUT", slug, query, ERR_NOT_FOUND, "updated")
         domain = _domain(args)
         if domain is None:
             return usage(args, 0)
