@@ -425,6 +425,23 @@ def _(d: Double):
     assert d.cli("konnectors", "ls", "--domain", domain).stdout == ""
 
 
+@T.row("pkg/config/config/config.go Setup / funcs_map.go numericFuncsMap",
+       "cozy.yml is a Go template: .Env, .NumCPU, add/sub/div/mod/mul, pipes; an unknown function is refused")
+def _(d: Double):
+    templated = d.directory / "templated.yml"
+    templated.write_text(
+        "# concurrency: {{mul .NumCPU 4}}\n"
+        f"admin:\n  host: {{{{ .Env.DOUBLE_HOST }}}}\n  port: {{{{ sub {d.admin_port + 7} (add 3 4) }}}}\n"
+        f"port: {{{{ {d.public_port} | mul 1 }}}}\n")
+    done = d.cli("-c", str(templated), "instances", "count", env={"DOUBLE_HOST": "127.0.0.1"})
+    assert done.returncode == 0 and re.fullmatch(r"\d+ instances?\n", done.stdout), done.stderr
+    templated.write_text("admin:\n  port: {{ max 1 2 }}\n")
+    done = d.cli("-c", str(templated), "instances", "count")
+    assert (done.returncode, done.stderr) == (
+        1, f'Error: Unable to open and parse configuration file template {templated}: template: templated.yml:2: '
+           'function "max" not defined\n')
+
+
 @T.row(f"{S} §1.1", "global flags: --admin-port and --admin-host reach the admin API given")
 def _(d: Double):
     done = d.cli("--admin-host", "127.0.0.1", "instances", "--admin-port", str(d.admin_port), "count")
