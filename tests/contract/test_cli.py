@@ -425,6 +425,17 @@ def _(d: Double):
     assert d.cli("konnectors", "ls", "--domain", domain).stdout == ""
 
 
+@T.row(f"{INSTANCES_GO} addInstanceCmd, showInstanceCmd, modifyInstanceCmd, rmInstanceCmd, … (cmd.Usage())",
+       "a missing argument prints the usage and exits 0; rm disabled says `instances add is disabled`")
+def _(d: Double):
+    for argv in (["add"], ["show"], ["modify"], ["set-disk-quota", "x.cozy.test"], ["rm"], ["token-cli", "x.test"],
+                 ["token-app", "x.test"], ["show-db-prefix"], ["clean-sessions"], ["set-passphrase", "x.test"]):
+        done = d.cli("instances", *argv)
+        assert (done.returncode, done.stdout) == (0, "") and done.stderr.startswith("usage: "), argv
+    done = d.cli("instances", "rm", "--force", "x.cozy.test", env={"COZY_DISABLE_INSTANCES_ADD_RM": "frozen"})
+    assert (done.returncode, done.stderr) == (1, "Error: Sorry, instances add is disabled: frozen\n")
+
+
 @T.row("pkg/config/config/config.go Setup / funcs_map.go numericFuncsMap",
        "cozy.yml is a Go template: .Env, .NumCPU, add/sub/div/mod/mul, pipes; an unknown function is refused")
 def _(d: Double):

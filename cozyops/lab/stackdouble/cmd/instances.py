@@ -70,7 +70,7 @@ def cmd_instances_add(args, client: Client) -> int:
     if os.environ.get("COZY_DISABLE_INSTANCES_ADD_RM"):
         raise CliError(f"Sorry, instances add is disabled: {os.environ['COZY_DISABLE_INSTANCES_ADD_RM']}")
     if not args.domain:
-        return usage(args)
+        return usage(args, 0)
     if args.dev:
         print("The --dev flag has been deprecated", file=sys.stderr)
     domain = args.domain
@@ -149,12 +149,16 @@ def cmd_instances_ls(args, client: Client) -> int:
 
 
 def cmd_instances_show(args, client: Client) -> int:
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     _, body = client.admin_call("GET", "/instances/" + quote(args.domain, safe=""))
     print(go_json(client_instance(json.loads(body)["data"]), indent=True))
     return 0
 
 
 def cmd_instances_modify(args, client: Client) -> int:
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     query: dict = {}
     for flag, param in (("locale", "Locale"), ("uuid", "UUID"), ("oidc_id", "OIDCID"),
                         ("franceconnect_id", "FranceConnectID"), ("tos", "TOSSigned"), ("tos_latest", "TOSLatest"),
@@ -185,6 +189,8 @@ def cmd_instances_modify(args, client: Client) -> int:
 
 
 def cmd_instances_set_disk_quota(args, client: Client) -> int:
+    if not args.domain or args.quota is None:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     quota = parse_bytes(args.quota)
     client.admin_call("PATCH", "/instances/" + quote(args.domain, safe=""),
                       {"DiskQuota": str(quota if quota else -1)})
@@ -192,8 +198,10 @@ def cmd_instances_set_disk_quota(args, client: Client) -> int:
 
 
 def cmd_instances_destroy(args, client: Client) -> int:
-    if os.environ.get("COZY_DISABLE_INSTANCES_ADD_RM"):
-        raise CliError(f"Sorry, instances rm is disabled: {os.environ['COZY_DISABLE_INSTANCES_ADD_RM']}")
+    if os.environ.get("COZY_DISABLE_INSTANCES_ADD_RM"):  # the words of rmInstanceCmd, "add" included
+        raise CliError(f"Sorry, instances add is disabled: {os.environ['COZY_DISABLE_INSTANCES_ADD_RM']}")
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     if not args.force:
         confirm_domain("remove", args.domain)
     client.admin_call("DELETE", "/instances/" + quote(args.domain, safe=""))
@@ -203,6 +211,8 @@ def cmd_instances_destroy(args, client: Client) -> int:
 
 def cmd_instances_token(audience: str, subject_from_args: bool = False):
     def run(args, client: Client) -> int:
+        if not args.domain or (not args.scopes if audience == "cli" else not args.slug):
+            return usage(args, 0)  # cmd.Usage(): exit 0
         if audience == "cli":
             scopes, subject = args.scopes, ""
         else:
@@ -225,6 +235,8 @@ def cmd_instances_count(args, client: Client) -> int:
 
 
 def cmd_instances_show_db_prefix(args, client: Client) -> int:
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     _, body = client.admin_call("GET", "/instances/" + quote(args.domain, safe=""))
     attrs = json.loads(body)["data"]["attributes"]
     print(db_prefix(attrs))
@@ -371,10 +383,10 @@ def register(commands) -> None:
     _bool(ls, "json", "one JSON object per line")
 
     show = sub(inst_cmds, ["show"], cmd_instances_show, "show an instance")
-    show.add_argument("domain")
+    show.add_argument("domain", nargs="?")
 
     modify = sub(inst_cmds, ["modify"], cmd_instances_modify, "modify an instance")
-    modify.add_argument("domain")
+    modify.add_argument("domain", nargs="?")
     _bool(modify, "blocked", "block the instance")
     modify.add_argument("--blocking-reason")
     modify.add_argument("--context-name")
@@ -398,19 +410,19 @@ def register(commands) -> None:
     modify.add_argument("--uuid")
 
     quota = sub(inst_cmds, ["set-disk-quota"], cmd_instances_set_disk_quota, "set the disk quota")
-    quota.add_argument("domain")
-    quota.add_argument("quota")
+    quota.add_argument("domain", nargs="?")
+    quota.add_argument("quota", nargs="?")
 
     destroy = sub(inst_cmds, ["destroy", "rm", "delete", "remove"], cmd_instances_destroy, "remove an instance")
-    destroy.add_argument("domain")
+    destroy.add_argument("domain", nargs="?")
     _bool(destroy, "force", "do not ask for confirmation")
 
     cli_token = sub(inst_cmds, ["token-cli"], cmd_instances_token("cli"), "a CLI token")
-    cli_token.add_argument("domain")
-    cli_token.add_argument("scopes", nargs="+")
+    cli_token.add_argument("domain", nargs="?")
+    cli_token.add_argument("scopes", nargs="*")
     app_token = sub(inst_cmds, ["token-app"], cmd_instances_token("app"), "an app token")
-    app_token.add_argument("domain")
-    app_token.add_argument("slug")
+    app_token.add_argument("domain", nargs="?")
+    app_token.add_argument("slug", nargs="?")
     app_token.add_argument("--expire")
     sub(inst_cmds, ["count"], cmd_instances_count, "count the instances")
     export = sub(inst_cmds, ["export"], cmd_instances_export, "Export an instance")
@@ -428,5 +440,5 @@ def register(commands) -> None:
     sessions.add_argument("words", nargs="*", metavar="ARG")
     check._flags(sub(inst_cmds, ["fsck"], check.cmd_instances_fsck, "Check a vfs (deprecated: check fs)"))
     prefix = sub(inst_cmds, ["show-db-prefix"], cmd_instances_show_db_prefix, "the CouchDB prefix of an instance")
-    prefix.add_argument("domain")
+    prefix.add_argument("domain", nargs="?")
 
