@@ -311,7 +311,7 @@ def _(d: Double):
         assert '  "attributes": {' in lines and f'    "domain": "{domain}",' in lines and "\t" not in done.stdout
 
 
-@T.row(f"{INSTANCES_GO} rmInstanceCmd / confirmDomain", "answer compared lower-cased; a blank line after; none: EOF")
+@T.row(f"{INSTANCES_GO} destroyInstanceCmd / confirmDomain", "answer lower-cased; a blank line after; none: EOF")
 def _(d: Double):
     domain = add(d)
     done = d.cli("instances", "rm", domain, stdin="")
@@ -425,7 +425,7 @@ def _(d: Double):
     assert d.cli("konnectors", "ls", "--domain", domain).stdout == ""
 
 
-@T.row(f"{INSTANCES_GO} addInstanceCmd, showInstanceCmd, modifyInstanceCmd, rmInstanceCmd, … (cmd.Usage())",
+@T.row(f"{INSTANCES_GO} addInstanceCmd, showInstanceCmd, modifyInstanceCmd, destroyInstanceCmd, … (cmd.Usage())",
        "a missing argument prints the usage and exits 0; rm disabled says `instances add is disabled`")
 def _(d: Double):
     for argv in (["add"], ["show"], ["modify"], ["set-disk-quota", "x.cozy.test"], ["rm"], ["token-cli", "x.test"],
