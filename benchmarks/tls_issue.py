@@ -5,7 +5,7 @@ Run as root, in a checkout, after `./dev venv` (or `sudo ./dev test` once) and `
 
     sudo .venv/bin/python benchmarks/tls_issue.py [--many 200] [--single 5] [--loop 20]
 
-certbot and its plugin are pinned below (CERTBOT) and installed once, by pip from PyPI, into a
+certbot and its plugin are pinned in certbot_venv.py (CERTBOT) and installed once, by pip from PyPI, into a
 virtual environment of their own (``$XDG_CACHE_HOME/cozyops/bench-certbot``): certbot pins its own
 ``acme``, which differs from cozyops'. In one run, on a lab of its own (brought up in a temporary
 directory and purged at the end), each against the lab's pebble and BIND, timed by the wall clock
@@ -46,12 +46,14 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cozyops import files, paths  # noqa: E402
+from cozyops import files  # noqa: E402
 from cozyops.dns import tsig  # noqa: E402
 from cozyops.lab import netns  # noqa: E402
 from cozyops.lab.lab import Lab  # noqa: E402
 
-CERTBOT = ["certbot==5.8.0", "certbot-dns-rfc2136==5.8.0"]
+sys.path.insert(0, str(HERE))
+from certbot_venv import certbot_venv  # noqa: E402
+
 TARGET_SINGLE = 0.1
 TARGET_MANY = 100
 # Seconds between single-certificate runs (not timed): the lab's Knot (3.2), secondary of the zone,
@@ -59,19 +61,6 @@ TARGET_MANY = 100
 # second is over (up to ~0.9 s after the NOTIFY), and cozyops waits until every authoritative server
 # serves the challenges (certbot waits for none).
 QUIET = 1.5
-
-
-def certbot_venv() -> Path:
-    venv = paths.cache_dir() / "bench-certbot"
-    stamp = venv / "installed.txt"
-    if stamp.exists() and stamp.read_text().split() == CERTBOT:
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    print(f"installing {' '.join(CERTBOT)} into {venv} ...", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin/pip"), "install", "-q", *CERTBOT], check=True)
-    stamp.write_text(" ".join(CERTBOT) + "\n")
-    return venv
 
 
 # What `cozyops cert issue` cannot do without: the libraries the design names (acme, with josepy and

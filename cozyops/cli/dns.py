@@ -116,7 +116,7 @@ def _confirm(the_plan: Plan) -> None:
         raise CozyopsError(f"plan for zone {the_plan.zone}", "not applied: no terminal to confirm on",
                            "pass --yes to apply without confirmation")
     if not typer.confirm(f"Apply these {len(the_plan.record_changes)} changes?", default=False, err=True):
-        raise typer.Exit(1)
+        raise CozyopsError(f"plan for zone {the_plan.zone}", "not applied: declined at the prompt")
 
 
 def _server_lines(reports: list[ServerReport]) -> None:

@@ -87,6 +87,19 @@ class Network(LeanNetwork):
                     raise
         raise AssertionError("unreachable")
 
+    @classmethod
+    def _check_response(cls, response, content_type=None):
+        # The library raises every 409 as a bare ConflictError, dropping its problem document: a
+        # typed 409 (RFC 9773's alreadyReplaced among others) is raised as the problem it is.
+        if response.status_code == 409:
+            try:
+                problem = messages.Error.from_json(response.json())
+            except (ValueError, jose.DeserializationError):
+                problem = None
+            if problem is not None:
+                raise problem
+        return super()._check_response(response, content_type=content_type)
+
 
 @dataclass
 class Poller:
@@ -328,8 +341,8 @@ class Issuer:
                 try:
                     response = acme._post(self.directory["newOrder"],
                                           NewOrder(identifiers=identifiers, replaces=replaces))
-                except (messages.Error, errors.ConflictError) as error:
-                    # RFC 9773 §5: 409 Conflict, problem alreadyReplaced (the library raises a 409 as ConflictError)
+                except messages.Error as error:
+                    # RFC 9773 §5: 409 Conflict, problem alreadyReplaced (only that type)
                     if replaces is None or not _already_replaced(error):
                         raise
                     response = acme._post(self.directory["newOrder"], NewOrder(identifiers=identifiers))
@@ -456,9 +469,8 @@ class Issuer:
         return window, max(0.0, (retry - datetime.datetime.now()).total_seconds())
 
 
-def _already_replaced(error: Exception) -> bool:
-    return (isinstance(error, errors.ConflictError)
-            or getattr(error, "typ", None) == messages.ERROR_PREFIX + "alreadyReplaced")
+def _already_replaced(error: messages.Error) -> bool:
+    return error.typ == messages.ERROR_PREFIX + "alreadyReplaced"
 
 
 def _ident(authz: messages.AuthorizationResource) -> str:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -54,7 +54,7 @@ class CouchUrl:
     server: str  # scheme://host:port/prefix, without credentials
     db: str
     user: str
-    password: str
+    password: str = field(repr=False)  # never in a repr, a log line or a traceback's locals
 
     @property
     def display(self) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -277,6 +278,25 @@ def test_without_a_terminal_apply_needs_yes(lab, tmp_path):
     fleet = write_fleet(tmp_path / "fleet", lab, "bind", [{"domain": f"h{tag()}.{lab.spec.zone}", "server": "h2"}])
     result = cli(lab, fleet, "apply")
     assert result.returncode == 1 and "pass --yes" in result.stderr
+
+
+def test_declining_the_prompt_says_nothing_was_applied(lab, tmp_path):
+    name = f"n{tag()}.{lab.spec.zone}"
+    fleet = write_fleet(tmp_path / "fleet", lab, "bind", [{"domain": name, "server": "h2"}])
+    main, terminal = os.openpty()  # a terminal on standard input, answering "n"
+    try:
+        os.write(main, b"n\n")
+        argv = [sys.executable, "-m", "cozyops", "lab", "exec", "--dir", str(lab.dir), "--",
+                sys.executable, "-m", "cozyops", "dns", "apply", "--fleet", str(fleet)]
+        result = subprocess.run(argv, stdin=terminal, capture_output=True, text=True, timeout=180)
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert result.returncode == 1
+    assert "Apply these 3 changes? [y/N]" in result.stderr  # (the terminal, not stderr, echoes the newline)
+    assert result.stderr.rstrip().endswith(
+        f"cozyops: error: plan for zone {lab.spec.zone}: not applied: declined at the prompt")
+    assert query(lab, lab.spec.bind_address, f"{name}.", "A") == []
 
 
 # -- the provider, on both servers --------------------------------------------------------------

@@ -182,7 +182,8 @@ class AriResponder:
                        datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=31))
         self.asked: list[str] = []
         self.new_orders: list[dict] = []
-        self.already_replaced = False  # answer the next order that names a replaced certificate with 409
+        # the problem type (None: none) of a 409 answering the next order that names a replaced certificate
+        self.conflict: str | None = None
         responder = self
         session = requests.Session()
         session.trust_env = False
@@ -207,10 +208,11 @@ class AriResponder:
                     padded = payload + "=" * (-len(payload) % 4)
                     order = json.loads(base64.urlsafe_b64decode(padded))
                     responder.new_orders.append(order)
-                    if "replaces" in order and responder.already_replaced:
-                        responder.already_replaced = False  # RFC 9773 §5: that certificate was replaced already
-                        problem = {"type": "urn:ietf:params:acme:error:alreadyReplaced",
-                                   "detail": "the certificate was already replaced"}
+                    if "replaces" in order and responder.conflict:
+                        # RFC 9773 §5: that certificate was replaced already (or another conflict)
+                        problem = {"type": f"urn:ietf:params:acme:error:{responder.conflict}",
+                                   "detail": f"409 {responder.conflict}"}
+                        responder.conflict = None
                         self._send(409, {"Content-Type": "application/problem+json"}, json.dumps(problem).encode())
                         return
                 headers = {key: value for key, value in self.headers.items()
@@ -302,11 +304,18 @@ def test_renewal_by_the_cas_ari_window_replaces_the_old_certificate(lab, tmp_pat
 
         # the CA says the certificate was replaced already (409 alreadyReplaced): the order again, without
         second_id = ari_identifier(manager.store.fullchain(domain))
-        responder.already_replaced = True
+        responder.conflict = "alreadyReplaced"
         again = inside(lab, lambda: manager.execute(plan.todo))
         assert list(again.issued) == [domain], again.failed
         assert responder.new_orders[2]["replaces"] == second_id and "replaces" not in responder.new_orders[3]
         assert len(responder.new_orders) == 4
+
+        # any other 409 is an error of its own, not a reason to order again without `replaces`
+        responder.conflict = "orderConflict"
+        failed = inside(lab, lambda: manager.execute(plan.todo))
+        assert not failed.issued and domain in failed.failed
+        assert "409 orderConflict" in str(failed.failed[domain])
+        assert len(responder.new_orders) == 5 and "replaces" in responder.new_orders[4]
         manager.close()
     finally:
         responder.close()

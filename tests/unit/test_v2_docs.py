@@ -174,6 +174,13 @@ def test_parse_url_keeps_the_password_out_of_display(url, server, db, user, disp
     assert parse_url(url).source_id == parse_url(url.replace("pw", "other")).source_id  # not keyed by the password
 
 
+def test_couch_url_repr_hides_the_password():
+    parsed = parse_url("http://cozy:s3cret-pw@localhost:5984/cozy")
+    assert parsed.password == "s3cret-pw"
+    assert "s3cret" not in repr(parsed) and "s3cret" not in str(parsed)
+    assert "cozy" in repr(parsed)
+
+
 @pytest.mark.parametrize("url", ["ftp://x/cozy", "localhost:5984", "http:///cozy", "http://u:pa/ss@host/cozy"])
 def test_parse_url_refuses_what_is_not_http(url):
     with pytest.raises(CouchRefused) as refused:
