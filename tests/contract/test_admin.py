@@ -301,12 +301,89 @@ def _(d: Double):
     assert reply.status == 500 and reply.json()["errors"][0]["detail"] == "The deletion has already been requested"
 
 
-@T.row(f"{S} §2.2", "GET /instances/:domain/disk-usage: used and quota as strings")
+INSTANCES_GO = "web/instances/instances.go"
+
+
+@T.row(f"{INSTANCES_GO} diskUsage / diskUsageResult",
+       "disk-usage: numbers as strings (doc_count a number); zero fields omitted but used; trashed with include=trash")
 def _(d: Double):
     domain, _ = created(d, DiskQuota="1000000")
     body = d.admin("GET", f"/instances/{domain}/disk-usage", {"include": "trash"}).json()
-    assert body["used"] == "0" and body["quota"] == "1000000" and body["trashed"] == "0"
-    assert isinstance(body["doc_count"], int)
+    assert body == {"used": "0", "quota": "1000000", "doc_count": 6}  # no trashed, files, versions…: zero
+    token = d.token(domain)
+    d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "u.txt"}, body=b"abc")
+    body = d.admin("GET", f"/instances/{domain}/disk-usage").json()
+    assert body == {"used": "3", "quota": "1000000", "doc_count": 7, "files": "3"}
+    assert list(body) == ["used", "quota", "doc_count", "files"]  # the struct's order
+    other, _ = created(d)
+    assert d.admin("GET", f"/instances/{other}/disk-usage").json() == {"used": "0", "doc_count": 6}
+
+
+@T.row(f"{INSTANCES_GO} lastActivity", "last-activity: 2018-01-01 at least; the latest session, login or OAuth client")
+def _(d: Double):
+    domain, data = created(d)
+    assert d.admin("GET", f"/instances/{domain}/last-activity").json() == {"last-activity": "2018-01-01"}
+    prefix = data["attributes"]["prefix"]
+    d.request(d.couch_port, "PUT", db(prefix, "io.cozy.sessions"))
+    d.request(d.couch_port, "PUT", db(prefix, "io.cozy.sessions") + "/s1",
+              body=b'{"last_seen": "2026-03-04T05:06:07Z"}', headers={"Content-Type": "application/json"})
+    d.request(d.couch_port, "PUT", db(prefix, "io.cozy.oauth.clients") + "/c1",
+              body=b'{"client_kind": "sharing", "synchronized_at": "2026-09-09T00:00:00Z"}',
+              headers={"Content-Type": "application/json"})
+    assert d.admin("GET", f"/instances/{domain}/last-activity").json() == {"last-activity": "2026-03-04"}
+    reply = d.admin("GET", "/instances/nobody.cozy.test/last-activity")
+    assert reply.status == 404
+
+
+@T.row(f"{INSTANCES_GO} cleanSessions", "DELETE /instances/:domain/sessions: 204; both session databases gone")
+def _(d: Double):
+    domain, data = created(d)
+    prefix = data["attributes"]["prefix"]
+    assert d.request(d.couch_port, "GET", db(prefix, "io.cozy.sessions.logins")).status == 200
+    assert d.admin("DELETE", f"/instances/{domain}/sessions").status == 204
+    assert d.request(d.couch_port, "GET", db(prefix, "io.cozy.sessions.logins")).status == 404
+    assert d.admin("DELETE", f"/instances/{domain}/sessions").status == 204
+
+
+@T.row("web/instances/checks.go fsckHandler / model/vfs/vfsafero/fsck.go",
+       "fsck: 200 and no line when sound; FsckLog lines (content_mismatch, filesystem_missing)")
+def _(d: Double):
+    domain, _ = created(d)
+    token = d.token(domain)
+    d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "f.txt"}, body=b"same size")
+    reply = d.admin("GET", f"/instances/{domain}/fsck")
+    assert (reply.status, reply.body) == (200, b"")
+    (d.directory / "storage" / domain / "f.txt").write_bytes(b"SAME SIZE")
+    logs = [json.loads(line) for line in d.admin("GET", f"/instances/{domain}/fsck").text.splitlines()]
+    assert [(log["type"], log["is_file"], log["file_doc"]["name"]) for log in logs] == [
+        ("content_mismatch", True, "f.txt")]
+    assert logs[0]["content_mismatch"]["size_file"] == logs[0]["content_mismatch"]["size_index"] == 9
+    assert d.admin("GET", f"/instances/{domain}/fsck", {"IndexIntegrity": "true"}).body == b""
+
+
+@T.row("web/realtime/realtime.go Ws / client/realtime.go",
+       "admin /realtime/: WebSocket, SUBSCRIBE io.cozy.exports, the export's CREATED then UPDATED done")
+def _(d: Double):
+    from stackdouble import realtime
+
+    domain, _ = created(d)
+    socket = realtime.Client("127.0.0.1", d.admin_port, d.basic()["Authorization"], timeout=20)
+    try:
+        socket.send({"method": "NOPE", "payload": {}})
+        assert socket.receive()["payload"]["status"] == "405 Method Not Allowed"
+        socket.subscribe("io.cozy.exports")
+        time.sleep(0.2)
+        d.admin("POST", f"/instances/{domain}/export", {"admin-req": "true"})
+        seen = []
+        while not seen or seen[-1][1] != "done":
+            event = socket.receive()
+            if event["payload"]["doc"]["domain"] == domain:
+                seen.append((event["event"], event["payload"]["doc"]["state"]))
+        assert seen[:2] == [("CREATED", "exporting"), ("UPDATED", "done")]
+        assert socket.receive()["event"] == "CREATED"  # NotifyRealtime for an admin request
+    finally:
+        socket.close()
+    assert d.admin("GET", "/realtime/", auth=False).status == 401
 
 
 @T.row(f"{S} §2.2", "GET /instances/:domain/prefix: a JSON string")
@@ -349,8 +426,11 @@ def _(d: Double):
     assert abs(iat(Expire="2h") - (now + 90 * 60)) < 5
 
 
-# --- export / import (§2.5, §7)
-@T.row(f"{S} §2.5 / §9.3", "POST /instances/:domain/export?admin-req=true: 202 + the queued job; empty admin-req: 500")
+# --- export / import (§2.5, §7; cozy-stack's web/instances/move.go, model/move, worker/moves)
+MOVE = "web/instances/move.go"
+
+
+@T.row(f"{MOVE} exporter", "POST …/export?admin-req=true: 202 + the queued job; admin-req not a bool: 500 ParseBool")
 def _(d: Double):
     domain, _ = created(d)
     reply = d.admin("POST", f"/instances/{domain}/export", {"admin-req": "true"})
@@ -358,64 +438,136 @@ def _(d: Double):
     job = reply.json()
     assert job["worker"] == "export" and job["state"] == "queued" and job["domain"] == domain
     assert job["message"]["admin_req"] is True and job["started_at"] == "0001-01-01T00:00:00Z"
-    assert d.admin("POST", f"/instances/{domain}/export").status == 500
+    jsonapi_error(d.admin("POST", f"/instances/{domain}/export"), 500, "Unqualified error",
+                  'strconv.ParseBool: parsing "": invalid syntax')
+    jsonapi_error(d.admin("POST", "/instances/nobody.cozy.test/export", {"admin-req": "false"}), 404, "Not Found",
+                  "Instance not found")
 
 
-def exported(d: Double, domain: str) -> str:
+def export_docs(d: Double, domain: str) -> list[dict]:
+    status, body = couch(d, "GET", db("global", "io.cozy.exports") + "/_all_docs?include_docs=true")
+    if status == 404:
+        return []
+    return [row["doc"] for row in body["rows"] if row["doc"].get("domain") == domain]
+
+
+def exported(d: Double, domain: str) -> dict:
+    """Start an export and wait for its io.cozy.exports document (global database) to be done."""
+    before = {doc["_id"] for doc in export_docs(d, domain)}
     job = d.admin("POST", f"/instances/{domain}/export", {"admin-req": "true"}).json()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        reply = d.admin("GET", f"/instances/{domain}/exports/{job['_id']}/data", {"cursor": ""})
-        if reply.status == 200:
-            return job["_id"]
+        done = [doc for doc in export_docs(d, domain) if doc["state"] == "done" and doc["_id"] not in before]
+        if done:
+            assert done[0]["_id"] != job["_id"]  # the export has its own id
+            return done[0]
         time.sleep(0.1)
     pytest.fail("the export did not finish")
 
 
-@T.row(f"{S} §2.5 / §7", "GET /instances/:domain/exports/:id/data: a ZIP part with My Cozy/Data and My Cozy/Files")
+@T.row("model/move/export.go CreateExport / doc.go ExportDoc",
+       "the export's document is in global/io.cozy.exports; its JSON in <fs>/exports/<domain>/<id>tar.gz")
+def _(d: Double):
+    import tarfile
+
+    domain, _ = created(d)
+    doc = exported(d, domain)
+    assert doc["state"] == "done" and doc["parts_cursors"] == [] and doc["parts_size"] == 1024 ** 3
+    assert doc["total_size"] > 0 and doc["creation_duration"] > 0 and doc["expires_at"] > doc["created_at"]
+    archive = d.directory / "storage" / "exports" / domain / (doc["_id"] + "tar.gz")
+    with tarfile.open(archive, "r:gz") as tar:
+        names = tar.getnames()
+        instance = json.loads(tar.extractfile("instance.json").read())
+    assert names[0] == "instance.json" and "session_secret" not in instance and instance["domain"] == domain
+    assert "io.cozy.settings/io.cozy.settings.instance.json" in names
+    assert any(n.startswith("io.cozy.files/") for n in names)
+    assert not any(n.startswith("io.cozy.exports/") for n in names)
+
+
+@T.row(f"{MOVE} dataExporter / model/move/export.go ExportCopyData",
+       "GET …/exports/:id/data: attachment \"<domain>.zip\"; a file's document then its content; unknown id: 404")
 def _(d: Double):
     domain, _ = created(d)
     token = d.token(domain)
     d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "hello.txt"}, body=b"hello")
-    export_id = exported(d, domain)
+    export_id = exported(d, domain)["_id"]
     reply = d.admin("GET", f"/instances/{domain}/exports/{export_id}/data", {"cursor": ""})
     assert reply.header("Content-Type") == "application/zip"
-    assert reply.header("Content-Disposition") == f'attachment; filename="{domain} - part000.zip"'
+    assert reply.header("Content-Disposition") == f'attachment; filename="{domain}.zip"'
     names = zipfile.ZipFile(io.BytesIO(reply.body)).namelist()
-    assert "My Cozy/Files/hello.txt" in names
-    assert any(n.startswith("My Cozy/Data/io.cozy.files/") for n in names)
-    assert any(n.startswith("My Cozy/Data/io.cozy.settings/") for n in names)
+    assert names[0] == "My Cozy/Data/instance.json"
+    at = names.index("My Cozy/Files/hello.txt")
+    assert names[at - 1].startswith("My Cozy/Data/io.cozy.files/") and names[at - 1].endswith(".json")
+    assert "My Cozy/Data/io.cozy.settings/io.cozy.settings.instance.json" in names
+    reply = d.admin("GET", f"/instances/{domain}/exports/nosuchexport/data", headers={"Accept": "application/json"})
+    assert (reply.status, reply.json()) == (404, {"error": "exports: not found"})
+    reply = d.admin("GET", f"/instances/{domain}/exports/{export_id}/data", {"cursor": "bad"},
+                    headers={"Accept": "application/json"})
+    assert (reply.status, reply.json()) == (400, {"error": "export: cursor is invalid"})
 
 
-@T.row(f"{S} §2.5 / §7 / §1.9", "POST /instances/:domain/import?manifest_url=…: 204, the target gets the data")
-def _(d: Double):
-    # The source's domain is its own public address, so that the target can reach it (no DNS here).
-    source = f"127.0.0.1:{d.public_port}"
-    if d.admin("GET", "/instances/" + source).status == 404:
-        created(d, domain=source)
-    token = d.token(source)
-    name = unique() + ".txt"
-    d.public("POST", "/files/", source, token, {"Type": "file", "Name": name}, body=b"moved")
-    export_id = exported(d, source)
-    from stackdouble import move  # the MAC of the manifest URL is the double's own
+def manifest_url(d: Double, source: str, export_id: str) -> str:
+    """The link's MAC (crypto.EncodeAuthMessage with the instance's session secret): the double's own function."""
+    from stackdouble import move
 
     doc = d.admin("GET", "/instances/" + source).json()
     raw = json.loads(d.request(d.couch_port, "GET", "/" + quote("global/instances", safe="") + "/" +
                                doc["data"]["id"]).body)
-    manifest = f"http://{source}/move/exports/{move.mac(raw, export_id)}"
-    assert d.public("GET", manifest.split(source, 1)[1], source).json()["data"]["attributes"]["state"] == "done"
+    return f"http://{source}/move/exports/{move.encode_mac(raw, export_id)}"
+
+
+def public_source(d: Double) -> str:
+    """An instance whose domain is the double's public address, so that another can fetch from it (no DNS)."""
+    source = f"127.0.0.1:{d.public_port}"
+    if d.admin("GET", "/instances/" + source).status == 404:
+        created(d, domain=source)
+    return source
+
+
+@T.row("web/move/move.go exportHandler / exportDataHandler",
+       "GET /move/exports/:mac: the export document; data: `attachment; filename=My Cozy.zip`; bad MAC: 401")
+def _(d: Double):
+    source = public_source(d)
+    export_id = exported(d, source)["_id"]
+    url = manifest_url(d, source, export_id)
+    path = url.split(source, 1)[1]
+    manifest = d.public("GET", path, source).json()["data"]
+    assert (manifest["type"], manifest["id"], manifest["attributes"]["state"]) == ("io.cozy.exports", export_id, "done")
+    data = d.public("GET", path.replace("/move/exports/", "/move/exports/data/"), source)
+    assert data.header("Content-Disposition") == "attachment; filename=My Cozy.zip"
+    assert "My Cozy/Data/instance.json" in zipfile.ZipFile(io.BytesIO(data.body)).namelist()
+    forged = base64.urlsafe_b64encode(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").decode()
+    assert d.public("GET", "/move/exports/" + forged, source).status == 401
+
+
+@T.row(f"{MOVE} importer / worker/moves ImportWorker / model/move/importer.go",
+       "POST …/import?manifest_url=…: 204; the target is reset, gets the files and documents, is unblocked")
+def _(d: Double):
+    source = public_source(d)
+    token = d.token(source)
+    name = unique() + ".txt"
+    d.public("POST", "/files/", source, token, {"Type": "file", "Name": name}, body=b"moved")
+    contact = d.public("POST", "/data/io.cozy.contacts/", source, token, body=b'{"fullname": "Moved Contact"}',
+                       headers={"Content-Type": "application/json"}).json()["id"]
+    manifest = manifest_url(d, source, exported(d, source)["_id"])
     target, _ = created(d)
+    target_token = d.token(target)
+    d.public("POST", "/files/", target, target_token, {"Type": "file", "Name": "gone.txt"}, body=b"reset")
     reply = d.admin("POST", f"/instances/{target}/import", {"manifest_url": manifest})
     assert (reply.status, reply.body) == (204, b"")
-    target_token = d.token(target)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        attrs = d.admin("GET", "/instances/" + target).json()["data"]["attributes"]
         got = d.public("GET", "/files/download", target, target_token, {"Path": "/" + name})
-        if got.status == 200:
+        if got.status == 200 and not attrs.get("blocked"):
             assert got.body == b"moved"
-            return
-        time.sleep(0.1)
-    pytest.fail("the import did not bring the file")
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the import did not bring the file")
+    assert d.public("GET", "/files/download", target, target_token, {"Path": "/gone.txt"}).status == 404
+    moved = d.public("GET", f"/data/io.cozy.contacts/{contact}", target, target_token)
+    assert moved.status == 200 and moved.json()["fullname"] == "Moved Contact"
 
 
 @pytest.mark.parametrize("check", T.rows)

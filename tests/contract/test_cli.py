@@ -9,6 +9,8 @@ import re
 import stat
 import subprocess
 import sys
+import time
+import zipfile
 
 import pytest
 
@@ -280,8 +282,175 @@ def _(d: Double):
     assert done.stdout == "drive has been downgraded to 1.0.0\n"
     done = d.cli("apps", "install", "nosuchapp", "--domain", domain)
     assert done.returncode == 1 and done.stderr.startswith("Error: ")
-    done = d.cli("apps", "ls")
-    assert (done.returncode, done.stderr) == (1, "Error: Missing --domain flag, or COZY_DOMAIN env variable\n")
+    done = d.cli("apps", "ls")  # cmd/apps.go lsApps: the message, the usage, and cmd.Usage()'s nil: exit 0
+    assert done.returncode == 0 and done.stderr.startswith("Missing --domain flag, or COZY_DOMAIN env variable\nusage:")
+
+
+INSTANCES_GO = "cmd/instances.go"
+APPS_GO = "cmd/apps.go"
+
+
+@T.row(f"{INSTANCES_GO} lsInstanceCmd", "ls --json [--fields]: compact JSON; fields: a map (sorted, null if absent)")
+def _(d: Double):
+    domain = add(d, "--locale", "fr")
+    lines = d.cli("instances", "ls", "--json", "--fields", "locale,domain,db_prefix,oidc_id").stdout.splitlines()
+    line = next(row for row in lines if f'"domain":"{domain}"' in row)
+    prefix = d.admin("GET", "/instances/" + domain).json()["data"]["attributes"]["prefix"]
+    assert line == f'{{"db_prefix":"{prefix}","domain":"{domain}","locale":"fr","oidc_id":null}}'
+    full = next(row for row in d.cli("instances", "ls", "--json").stdout.splitlines() if domain in row)
+    # client.Instance's attributes in the struct's order (prefix before locale), compact.
+    assert full.startswith(f'{{"domain":"{domain}","prefix":"{prefix}","locale":"fr",') and ", " not in full
+
+
+@T.row(f"{INSTANCES_GO} showInstanceCmd / modifyInstanceCmd", "show and modify: json.MarshalIndent with two spaces")
+def _(d: Double):
+    domain = add(d)
+    for done in (d.cli("instances", "show", domain), d.cli("instances", "modify", domain, "--locale", "de")):
+        lines = done.stdout.splitlines()
+        assert lines[0] == "{" and lines[1].startswith('  "id": "') and lines[-1] == "}"
+        assert '  "attributes": {' in lines and f'    "domain": "{domain}",' in lines and "\t" not in done.stdout
+
+
+@T.row(f"{INSTANCES_GO} destroyInstanceCmd / confirmDomain", "answer lower-cased; a blank line after; none: EOF")
+def _(d: Double):
+    domain = add(d)
+    done = d.cli("instances", "rm", domain, stdin="")
+    assert (done.returncode, done.stderr) == (1, "Error: EOF\n")
+    done = d.cli("instances", "rm", domain, stdin=domain.upper() + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(f"Type again the domain to confirm: \nInstance for domain {domain} has been destroyed"
+                                " with success\n")
+
+
+@T.row(f"{INSTANCES_GO} updateInstancePassphraseCmd / web/settings/passphrase.go",
+       "set-passphrase DOMAIN PASS: PUT /settings/passphrase forced by a CLI token; the printed line")
+def _(d: Double):
+    from stackdouble import secret
+
+    domain = add(d)
+    done = d.cli("instances", "set-passphrase", domain, "n3w-P4ss")
+    assert (done.returncode, done.stdout) == (0, f"Passphrase has been changed for instance  {domain}\n"), done.stderr
+    doc = json.loads(d.request(d.couch_port, "GET", "/global%2Finstances/" +
+                               d.admin("GET", "/instances/" + domain).json()["data"]["id"]).body)
+    assert secret.verify("n3w-P4ss", base64.b64decode(doc["passphrase_hash"]).decode())
+    assert doc["password_defined"] is True
+    assert d.cli("instances", "set-passphrase", domain).returncode == 0  # one argument: the usage
+    done = d.cli("instances", "set-passphrase", "nobody.cozy.test", "x")
+    assert done.returncode == 1 and done.stderr.startswith("Could not generate access to domain nobody.cozy.test\n")
+
+
+@T.row(f"{INSTANCES_GO} cleanSessionsCmd / web/instances cleanSessions",
+       "clean-sessions DOMAIN: both session databases go, silently")
+def _(d: Double):
+    domain = add(d, "--passphrase", "x")
+    prefix = d.admin("GET", "/instances/" + domain).json()["data"]["attributes"]["prefix"]
+    logins = "/" + prefix + "%2Fio-cozy-sessions-logins"
+    assert d.request(d.couch_port, "GET", logins).status == 200
+    done = d.cli("instances", "clean-sessions", domain)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert d.request(d.couch_port, "GET", logins).status == 404
+    assert d.cli("instances", "clean-sessions", domain).returncode == 0  # no database is fine
+
+
+@T.row("cmd/files.go usageFilesCmd", "files usage --domain D [--trash]: the lines of the fields the route sends")
+def _(d: Double):
+    domain = add(d)
+    done = d.cli("files", "usage", "--domain", domain)
+    assert done.stdout == "Usage: 0\nDocuments count: 6\n", done.stderr  # root, trash, 4 default folders
+    token = d.token(domain)
+    created = d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "t.txt"}, body=b"12345").json()
+    prefix = d.admin("GET", "/instances/" + domain).json()["data"]["attributes"]["prefix"]
+    path = f"/{prefix}%2Fio-cozy-files/{created['data']['id']}"
+    trashed = {**json.loads(d.request(d.couch_port, "GET", path).body), "trashed": True}  # as the trash route does
+    d.request(d.couch_port, "PUT", path, body=json.dumps(trashed).encode(),
+              headers={"Content-Type": "application/json"})
+    d.cli("instances", "set-disk-quota", domain, "1GB")
+    done = d.cli("files", "usage", "--domain", domain, "--trash")
+    assert done.stdout == ("Usage: 5\n  Including latest version of files: 5\n  Including trashed files: 5\n"
+                           "Quota: 1000000000\nDocuments count: 7\n")
+    assert "trashed" not in d.cli("files", "usage", "--domain", domain).stdout
+    done = d.cli("files", "usage")
+    assert done.returncode == 0 and done.stderr.startswith("Missing --domain flag, or COZY_DOMAIN env variable\n")
+
+
+@T.row("cmd/check.go checkFSCmd / fsck", "check fs DOMAIN: nothing, exit 0 when sound; a JSON line a problem, exit 1")
+def _(d: Double):
+    domain = add(d)
+    token = d.token(domain)
+    d.public("POST", "/files/", domain, token, {"Type": "file", "Name": "kept.txt"}, body=b"kept")
+    done = d.cli("check", "fs", domain)
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    (d.directory / "storage" / domain / "kept.txt").unlink()
+    (d.directory / "storage" / domain / "stray.txt").write_bytes(b"stray")
+    done = d.cli("check", "fs", domain)
+    logs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1 and done.stderr == ""
+    assert {(log["type"], (log.get("file_doc") or {}).get("name")) for log in logs} == {
+        ("index_missing", "stray.txt"), ("filesystem_missing", "kept.txt")}
+    assert d.cli("check", "fs", domain, "--index-integrity").stdout == ""
+    done = d.cli("check", "fs", domain, "--fail-fast")
+    assert done.returncode == 1 and len(done.stdout.splitlines()) == 1
+
+
+@T.row(f"{APPS_GO} uninstallApp / showApp / web/apps deleteHandler",
+       "apps show (MarshalIndent of the manifest), apps uninstall: `<slug> has been uninstalled`; then 404")
+def _(d: Double):
+    domain = add(d)
+    d.cli("apps", "install", "photos", "--domain", domain)
+    done = d.cli("apps", "show", "photos", "--domain", domain)
+    shown = json.loads(done.stdout)
+    assert done.stdout.startswith('{\n  "name": "photos",\n  "editor": "",')
+    assert (shown["slug"], shown["version"], shown["created_at"]) == ("photos", "1.0.0", "0001-01-01T00:00:00Z")
+    done = d.cli("apps", "uninstall", "photos", "--domain", domain)
+    assert (done.returncode, done.stdout) == (0, "photos has been uninstalled\n"), done.stderr
+    done = d.cli("apps", "show", "photos", "--domain", domain)
+    assert (done.returncode, done.stderr) == (1, "Error: Not Found: Application is not installed\n")
+    done = d.cli("apps", "rm", "photos", "--domain", domain)
+    assert (done.returncode, done.stderr) == (1, "Error: Not Found: Application is not installed\n")
+
+
+@T.row(f"{APPS_GO} installApp / updateApp / uninstallApp / lsApps (konnectors)",
+       "konnectors install / update / ls / uninstall on io.cozy.konnectors")
+def _(d: Double):
+    domain = add(d)
+    done = d.cli("konnectors", "install", "trainline", "--domain", domain)
+    assert (done.returncode, done.stdout) == (0, f"trainline (1.0.0) has been installed on {domain}\n"), done.stderr
+    rows = [line.split() for line in d.cli("konnectors", "ls", "--domain", domain).stdout.splitlines()]
+    assert rows == [["trainline", "registry://trainline/stable", "1.0.0", "ready"]]
+    assert "trainline" not in d.cli("apps", "ls", "--domain", domain).stdout
+    done = d.cli("konnectors", "update", "trainline", "registry://trainline/beta", "--domain", domain)
+    assert done.stdout == "trainline has been upgraded to 1.1.0-beta.1\n"
+    done = d.cli("konnectors", "uninstall", "trainline", "--domain", domain)
+    assert done.stdout == "trainline has been uninstalled\n"
+    assert d.cli("konnectors", "ls", "--domain", domain).stdout == ""
+
+
+@T.row(f"{INSTANCES_GO} addInstanceCmd, showInstanceCmd, modifyInstanceCmd, destroyInstanceCmd, … (cmd.Usage())",
+       "a missing argument prints the usage and exits 0; rm disabled says `instances add is disabled`")
+def _(d: Double):
+    for argv in (["add"], ["show"], ["modify"], ["set-disk-quota", "x.cozy.test"], ["rm"], ["token-cli", "x.test"],
+                 ["token-app", "x.test"], ["show-db-prefix"], ["clean-sessions"], ["set-passphrase", "x.test"]):
+        done = d.cli("instances", *argv)
+        assert (done.returncode, done.stdout) == (0, "") and done.stderr.startswith("usage: "), argv
+    done = d.cli("instances", "rm", "--force", "x.cozy.test", env={"COZY_DISABLE_INSTANCES_ADD_RM": "frozen"})
+    assert (done.returncode, done.stderr) == (1, "Error: Sorry, instances add is disabled: frozen\n")
+
+
+@T.row("pkg/config/config/config.go Setup / funcs_map.go numericFuncsMap",
+       "cozy.yml is a Go template: .Env, .NumCPU, add/sub/div/mod/mul, pipes; an unknown function is refused")
+def _(d: Double):
+    templated = d.directory / "templated.yml"
+    templated.write_text(
+        "# concurrency: {{mul .NumCPU 4}}\n"
+        f"admin:\n  host: {{{{ .Env.DOUBLE_HOST }}}}\n  port: {{{{ sub {d.admin_port + 7} (add 3 4) }}}}\n"
+        f"port: {{{{ {d.public_port} | mul 1 }}}}\n")
+    done = d.cli("-c", str(templated), "instances", "count", env={"DOUBLE_HOST": "127.0.0.1"})
+    assert done.returncode == 0 and re.fullmatch(r"\d+ instances?\n", done.stdout), done.stderr
+    templated.write_text("admin:\n  port: {{ max 1 2 }}\n")
+    done = d.cli("-c", str(templated), "instances", "count")
+    assert (done.returncode, done.stderr) == (
+        1, f'Error: Unable to open and parse configuration file template {templated}: template: templated.yml:2: '
+           'function "max" not defined\n')
 
 
 @T.row(f"{S} §1.1", "global flags: --admin-port and --admin-host reach the admin API given")
@@ -374,3 +543,149 @@ def test_debian_postinst_lines(tmp_path):
     again = run_postinst(tmp_path, etc)  # a second configure keeps the passphrase and the keys
     assert (again.returncode, again.stderr) == (0, "")
     assert {p.name: p.read_bytes() for p in etc.iterdir()} == before
+
+
+def test_export_on_one_double_import_on_another(doubles, tmp_path):
+    """cmd/instances.go exportCmd / importCmd: `instances export --path` on the nested double (it waits for the
+    export on the admin realtime socket and downloads the part), `instances import` on the flat double from the
+    export's manifest URL: the files and the documents move."""
+    from stackdouble import move
+
+    source_double, target_double = doubles["nested"], doubles["flat"]
+    source = f"127.0.0.1:{source_double.public_port}"  # reachable from the target without DNS
+    if source_double.admin("GET", "/instances/" + source).status == 404:
+        assert source_double.create(source).status == 201
+    token = source_double.token(source)
+    name = unique() + ".txt"
+    source_double.public("POST", "/files/", source, token, {"Type": "file", "Name": name}, body=b"moved by the CLI")
+    contact = source_double.public("POST", "/data/io.cozy.contacts/", source, token, body=b'{"fullname": "Ada"}',
+                                   headers={"Content-Type": "application/json"}).json()["id"]
+    out = tmp_path / "exports"
+    out.mkdir()
+    (out / f"{source} - part000.zip").write_bytes(b"an older download, replaced")
+    done = source_double.cli("instances", "export", "--domain", source, "--path", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"Exporting archive 1/1 ({source} - part000.zip)... \u2705\n"
+    part = out / f"{source} - part000.zip"
+    assert stat.S_IMODE(part.stat().st_mode) == 0o600
+    names = zipfile.ZipFile(part).namelist()
+    assert "My Cozy/Files/" + name in names and f"My Cozy/Data/io.cozy.contacts/{contact}.json" in names
+
+    exports = json.loads(source_double.request(source_double.couch_port, "GET",
+                                               "/global%2Fio-cozy-exports/_all_docs?include_docs=true").body)
+    export = max((r["doc"] for r in exports["rows"] if r["doc"].get("domain") == source),
+                 key=lambda doc: doc["created_at"])
+    inst_id = source_double.admin("GET", "/instances/" + source).json()["data"]["id"]
+    raw = json.loads(source_double.request(source_double.couch_port, "GET", "/global%2Finstances/" + inst_id).body)
+    url = f"http://{source}/move/exports/{move.encode_mac(raw, export['_id'])}"
+
+    target = unique() + ".cozy.test"
+    assert target_double.cli("instances", "add", target).returncode == 0
+    done = target_double.cli("instances", "import", "--domain", target, url, stdin="no\n")
+    assert (done.returncode, done.stderr) == (1, "Error: Aborted\n")
+    done = target_double.cli("instances", "import", "--domain", target, "--force", url)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    target_token = target_double.token(target)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        got = target_double.public("GET", "/files/download", target, target_token, {"Path": "/" + name})
+        blocked = target_double.admin("GET", "/instances/" + target).json()["data"]["attributes"].get("blocked")
+        if got.status == 200 and not blocked:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the import did not bring the file")
+    assert got.body == b"moved by the CLI"
+    moved = target_double.public("GET", f"/data/io.cozy.contacts/{contact}", target, target_token)
+    assert moved.status == 200 and moved.json()["fullname"] == "Ada"
+    done = target_double.cli("instances", "import", "--domain", target)
+    assert (done.returncode, done.stderr) == (1, "Error: The URL to the exported data is missing\n")
+    done = target_double.cli("instances", "export", "--path", str(out))
+    assert (done.returncode, done.stderr) == (1, 'Error: required flag(s) "domain" not set\n')
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory, scratch_home):
+    """A double of its own, so that commands working on every instance see only this test's instances."""
+    from .conftest import start_double, stop
+
+    started: list = []
+    try:
+        yield start_double(tmp_path_factory.mktemp("own-double"), "nested", started)
+    finally:
+        for proc in reversed(started):
+            stop(proc)
+
+
+def test_apps_on_all_domains(own):
+    """cmd/apps.go installApp / updateApp with --all-domains (foreachDomains): a line a domain done, the ones
+    already in the wanted state skipped silently, an error reported as `<domain>: <error>` and the loop going
+    on, then `Error: At least one error occurred while executing this command` and exit 1."""
+    a, b, c = (add(own) for _ in range(3))
+    assert own.cli("apps", "install", "notes", "--domain", a).returncode == 0
+    done = own.cli("apps", "install", "notes", "--all-domains")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert sorted(done.stdout.splitlines()) == sorted(f"Application installed successfully on {d}" for d in (b, c))
+    # c's notes now comes from a source the registry does not know: its update fails, the others go on.
+    prefix = own.admin("GET", "/instances/" + c).json()["data"]["attributes"]["prefix"]
+    path = f"/{prefix}%2Fio-cozy-apps/io.cozy.apps%2Fnotes"
+    doc = {**json.loads(own.request(own.couch_port, "GET", path).body), "source": "registry://notes/nightly"}
+    own.request(own.couch_port, "PUT", path, body=json.dumps(doc).encode(),
+                headers={"Content-Type": "application/json"})
+    assert own.cli("apps", "uninstall", "notes", "--domain", b).returncode == 0
+    done = own.cli("apps", "update", "notes", "--all-domains")
+    assert done.returncode == 1
+    assert done.stdout == f"Application updated successfully on {a}\n"  # b has no notes: skipped
+    assert done.stderr == (f"{c}: Application not found\n"
+                           "Error: At least one error occurred while executing this command\n")
+
+
+# cozy-stack's debian/uninstall-onboarding.sh at db1163854 (run by the postinst on upgrades from before
+# 2:1.2.0-1), verbatim.
+UNINSTALL_ONBOARDING = r"""
+function app_installed {
+	DOMAIN="${1}"
+	APP="${2}"
+	cozy-stack apps show --domain "${DOMAIN}" "${APP}" &>/dev/null
+}
+
+function uninstall_app {
+	DOMAIN="${1}"
+	APP="${2}"
+	if app_installed "${@}"; then
+		echo "    Uninstalling app ${APP}"
+		cozy-stack apps uninstall --domain "${DOMAIN}" "${APP}" 1>/dev/null
+	else
+		echo "    App ${APP} already uninstalled, nothing to do"
+	fi
+}
+
+echo "Uninstall onboarding"
+cozy-stack instances ls | awk '{print $1}' | while read domain; do
+		echo "  Migrating ${domain}"
+		uninstall_app "${domain}" onboarding
+done
+"""
+
+
+def test_debian_uninstall_onboarding_lines(own, tmp_path):
+    """debian/uninstall-onboarding.sh: `instances ls` column 1, `apps show` as a test, `apps uninstall`."""
+    with_app = add(own)
+    assert own.cli("apps", "install", "onboarding", "--domain", with_app).returncode == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "cozy-stack"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={LAB_DIR} exec {sys.executable} -m stackdouble '
+                       f'-c {own.directory / "cozy.yml"} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "COZY_ADMIN_PASSPHRASE": own.passphrase}
+    done = subprocess.run(["bash", "-e", "-c", UNINSTALL_ONBOARDING], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    domains = [line.split()[0] for line in own.cli("instances", "ls").stdout.splitlines()]
+    expected = ["Uninstall onboarding"]
+    for domain in domains:
+        expected += [f"  Migrating {domain}", "    Uninstalling app onboarding" if domain == with_app
+                     else "    App onboarding already uninstalled, nothing to do"]
+    assert done.stdout.splitlines() == expected
+    assert own.cli("apps", "show", "--domain", with_app, "onboarding").returncode == 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-from . import VERSION, instances, move
-from .couch import CouchError
+from . import VERSION, fsck, instances, move, realtime
+from .couch import CouchError, db_name
 from .httpd import App, HTTPError, Request, Response, Router, json_response, text_response
 from .instances import StackError, from_couch, resource
 from .secret import BadHash
@@ -57,6 +57,10 @@ class AdminApp(App):
         r("POST", "/instances/:domain/export", self.export)
         r("GET", "/instances/:domain/exports/:export-id/data", self.export_data)
         r("POST", "/instances/:domain/import", self.import_)
+        r("GET", "/instances/:domain/last-activity", self.last_activity)
+        r("DELETE", "/instances/:domain/sessions", self.clean_sessions)
+        r("GET", "/instances/:domain/fsck", self.fsck)
+        r("GET", "/realtime/", self.realtime)
 
     # --- plumbing
     def handle(self, request: Request) -> Response:
@@ -70,6 +74,8 @@ class AdminApp(App):
             return handler(request, **params)
         except StackError as error:
             return jsonapi_error(error)
+        except move.ExportError as error:  # an echo.HTTPError
+            return echo_error(request, error.status, error.message)
         except CouchError as error:
             return jsonapi_error(from_couch(error))
 
@@ -161,15 +167,61 @@ class AdminApp(App):
         return text_response(200, token)
 
     def disk_usage(self, request: Request, domain: str) -> Response:
+        """``diskUsage``: ``diskUsageResult``, whose zero fields are omitted (``omitempty``) but ``used``."""
         doc = self.stack.instances.require(domain)
         used, trashed, count = self.stack.vfs(doc).usage()
-        body: dict = {"used": str(used)}
-        if doc.get("disk_quota"):
-            body["quota"] = str(doc["disk_quota"])
-        body.update({"doc_count": count, "files": str(used), "versions": "0", "versions_count": "0"})
-        if request.param("include") == "trash":
+        versions = versions_count = 0  # the double keeps no old versions of files
+        body: dict = {"used": str(used + versions)}
+        quota = int(doc.get("disk_quota") or 0)
+        for name, value, text in (("quota", quota, True), ("doc_count", count, False), ("files", used, True),
+                                  ("versions", versions, True), ("versions_count", versions_count, True)):
+            if value:
+                body[name] = str(value) if text else value
+        if request.param("include") == "trash" and trashed:
             body["trashed"] = str(trashed)
         return json_response(200, body)
+
+    def last_activity(self, request: Request, domain: str) -> Response:
+        """``lastActivity``: the latest of 2018-01-01, the sessions' last_seen, the logins' created_at and the
+        OAuth clients' last_refreshed_at / synchronized_at (sharing clients aside), as ``YYYY-MM-DD``."""
+        doc = self.stack.instances.get(domain)
+        if doc is None:
+            raise StackError(404, "Not Found", "Instance not found")
+        last = doc.get("last_activity_from_deleted_oauth_clients") or "2018-01-01T00:00:00Z"
+        prefix = doc["prefix"]
+        for doctype, fields in (("io.cozy.sessions.logins", ("created_at",)), ("io.cozy.sessions", ("last_seen",)),
+                                ("io.cozy.oauth.clients", ("last_refreshed_at", "synchronized_at"))):
+            for entry in self.stack.couch.all_docs(db_name(prefix, doctype)):
+                if entry["_id"].startswith("_design/") or entry.get("client_kind") == "sharing":
+                    continue
+                for name in fields:
+                    value = entry.get(name)
+                    if isinstance(value, str) and value[:10] > last[:10]:
+                        last = value
+        return json_response(200, {"last-activity": last[:10]})
+
+    def clean_sessions(self, request: Request, domain: str) -> Response:
+        """``cleanSessions``: the two session databases go (a missing one is fine)."""
+        doc = self.stack.instances.require(domain)
+        for doctype in ("io.cozy.sessions", "io.cozy.sessions.logins"):
+            self.stack.couch.delete_db(db_name(doc["prefix"], doctype))
+        return Response(204)
+
+    def fsck(self, request: Request, domain: str) -> Response:
+        """``fsckHandler``: one ``FsckLog`` a line (200 even when there are some)."""
+        doc = self.stack.instances.require(domain)
+        flag = {name: (request.param(name) or "").lower() in ("1", "t", "true")
+                for name in ("IndexIntegrity", "FilesConsistency", "FailFast")}
+        logs = fsck.run(self.stack.vfs(doc), flag["IndexIntegrity"], flag["FilesConsistency"] and not
+                        flag["IndexIntegrity"], flag["FailFast"])
+        return Response(200, "".join(json.dumps(log) + "\n" for log in logs).encode(), "text/plain; charset=utf-8")
+
+    def realtime(self, request: Request) -> Response:
+        """``realtime.Ws`` on the admin API: a global subscriber (every instance's events)."""
+        if (request.header("Upgrade") or "").lower() != "websocket":
+            return echo_error(request, 400, "Bad Request")
+        realtime.serve_socket(request.handler, self.stack.hub, None)
+        return Response(101)
 
     def prefix(self, request: Request, domain: str) -> Response:
         return json_response(200, self.stack.instances.require(domain)["prefix"])
@@ -179,26 +231,23 @@ class AdminApp(App):
         return json_response(200, None)
 
     def export(self, request: Request, domain: str) -> Response:
+        """``exporter``: ``admin-req`` parsed first (``strconv.ParseBool``), then the instance; 202 and the job."""
+        value = request.param("admin-req", "")
+        if value not in ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"):
+            raise StackError(500, "Unqualified error", f'strconv.ParseBool: parsing "{value}": invalid syntax')
         doc = self.stack.instances.require(domain)
-        admin_req = request.param("admin-req", "")
-        if admin_req.lower() not in ("1", "t", "true", "0", "f", "false"):
-            # §9 gotcha 3: an empty admin-req fails bool parsing.
-            raise StackError(500, "Internal Server Error", "Unqualified error")
-        job = move.start_export(self.stack, doc, admin_req.lower() in ("1", "t", "true"))
+        job = move.start_export(self.stack, doc, value in ("1", "t", "T", "TRUE", "true", "True"))
         return json_response(202, job)
 
     def export_data(self, request: Request, domain: str, export_id: str) -> Response:
         doc = self.stack.instances.require(domain)
-        return move.serve_part(self.stack, doc, export_id, request.param("cursor") or "")
+        return move.admin_part(self.stack, doc, export_id, request.param("cursor") or "")
 
     def import_(self, request: Request, domain: str) -> Response:
+        """``importer``: the job is pushed whatever the URL; the worker fails on a bad one."""
         doc = self.stack.instances.require(domain)
-        url = request.param("manifest_url") or ""
-        if not url:
-            raise StackError(400, "Bad Request", "manifest_url is missing")
-        move.start_import(self.stack, doc, url)
+        move.start_import(self.stack, doc, request.param("manifest_url") or "")
         return Response(204)
-
 
 def _unused() -> None:  # keep imports used by type checkers only
     _ = (json, HTTPError, instances, parse_go_duration)

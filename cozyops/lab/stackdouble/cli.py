@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cmd import apps, config, instances, serve
-from .cmd.root import BOOL_FLAGS, Client, CliError, Parser, _globals, load_config
+from .cmd import apps, check, config, files, instances, serve
+from .cmd.root import BOOL_FLAGS, Client, CliError, ExitError, Parser, _globals, load_config
 
-MODULES = (instances, apps, config, serve)
+MODULES = (instances, apps, config, files, check, serve)
 OFFLINE = set().union(*(getattr(m, "OFFLINE", set()) for m in MODULES))
 
 
@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         args.cfg = load_config(args)
         client = None if func in OFFLINE else Client(args)
         return func(args, client)
+    except ExitError as error:
+        sys.stderr.write(f"{error}\n")
+        return 1
     except CliError as error:
         sys.stderr.write(f"Error: {error}\n")
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -45,18 +46,175 @@ def find_config_file(explicit: str | None) -> Path | None:
     return None
 
 
-_TEMPLATE = re.compile(r"\{\{\s*\.(Env\.([A-Za-z_][A-Za-z0-9_]*)|NumCPU)\s*\}\}")
+_ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
+_TOKEN = re.compile(r"""\s*(?:(?P<comment>/\*.*?\*/)|(?P<paren>[()|])|(?P<field>(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\.)"""
+                    r"""|(?P<number>-?[0-9]+)|(?P<string>"(?:[^"\\]|\\.)*"|`[^`]*`)|(?P<name>[A-Za-z_][A-Za-z0-9_]*))""",
+                    re.S)
 
 
-def render_template(text: str) -> str:
-    """The file is a Go text/template with ``.Env`` and ``.NumCPU`` (§3); the double knows those two."""
+def _to_int(value) -> int:
+    """``toInt64`` of ``funcs_map.go``: a string that is not an integer is 0, a bool 0 or 1."""
+    if isinstance(value, str):
+        try:
+            return int(value, 10)
+        except ValueError:
+            return 0
+    if isinstance(value, bool):
+        return int(value)
+    return int(value) if isinstance(value, (int, float)) else 0
 
-    def value(match: re.Match) -> str:
-        if match.group(1) == "NumCPU":
-            return str(os.cpu_count() or 1)
-        return os.environ.get(match.group(2), "")
 
-    return _TEMPLATE.sub(value, text)
+def _div(a, b) -> int:
+    a, b = _to_int(a), _to_int(b)
+    if b == 0:
+        raise ZeroDivisionError("runtime error: integer divide by zero")
+    return int(a / b)  # Go truncates toward zero
+
+
+def _mod(a, b) -> int:
+    a, b = _to_int(a), _to_int(b)
+    if b == 0:
+        raise ZeroDivisionError("runtime error: integer divide by zero")
+    return a - b * int(a / b)
+
+
+def _mul(a, *rest) -> int:
+    value = _to_int(a)
+    for b in rest:
+        value *= _to_int(b)
+    return value
+
+
+# pkg/config/config/funcs_map.go numericFuncsMap
+TEMPLATE_FUNCS = {"add": lambda *a: sum(_to_int(v) for v in a), "sub": lambda a, b: _to_int(a) - _to_int(b),
+                  "div": _div, "mod": _mod, "mul": _mul}
+
+
+class TemplateError(Exception):
+    """An error of the template; ``parse`` when Go's parser would refuse it, else at execution."""
+
+    def __init__(self, message: str, parse: bool = True) -> None:
+        super().__init__(message)
+        self.parse = parse
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    found, at = [], 0
+    while at < len(text):
+        if text[at:].strip() == "":
+            break
+        match = _TOKEN.match(text, at)
+        if not match:
+            raise TemplateError(f"unexpected {text[at:].strip()[:1]!r} in command")
+        at = match.end()
+        kind = match.lastgroup
+        if kind != "comment":
+            found.append((kind, match.group(kind)))
+    return found
+
+
+def _value(token: tuple[str, str], tokens: list, context: dict):
+    kind, text = token
+    if kind == "number":
+        return int(text)
+    if kind == "string":
+        return text[1:-1] if text.startswith("`") else json.loads(text)
+    if kind == "field":
+        if text == ".":
+            return context
+        node = context
+        for part in text[1:].split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, dict) and node is context["Env"]:
+                node = ""  # missingkey=zero on the environment map
+            else:
+                raise TemplateError(f"can't evaluate field {part}", parse=False)
+        return node
+    if kind == "paren" and text == "(":
+        value = _pipeline(tokens, context, closing=True)
+        return value
+    raise TemplateError(f"unexpected {text!r} in operand")
+
+
+def _command(tokens: list, context: dict, piped: list):
+    kind, text = tokens.pop(0)
+    if kind == "name":
+        if text not in TEMPLATE_FUNCS:
+            if text in ("if", "else", "end", "range", "with", "define", "template", "block", "len", "print",
+                        "printf", "index", "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge"):
+                raise TemplateError(f"{text!r} is not supported by the cozy-stack double's configuration templates")
+            raise TemplateError(f'function "{text}" not defined')
+        args = []
+        while tokens and tokens[0] not in (("paren", ")"), ("paren", "|")):
+            args.append(_value(tokens.pop(0), tokens, context))
+        try:
+            return TEMPLATE_FUNCS[text](*args, *piped)
+        except TypeError:
+            raise TemplateError(f"wrong number of args for {text}", parse=False) from None
+        except ZeroDivisionError as error:
+            raise TemplateError(f"error calling {text}: {error}", parse=False) from None
+    if piped:
+        raise TemplateError(f"can't give argument to non-function {text}")
+    return _value((kind, text), tokens, context)
+
+
+def _pipeline(tokens: list, context: dict, closing: bool = False):
+    value, piped = None, []
+    while True:
+        if not tokens:
+            if closing:
+                raise TemplateError("unclosed left paren")
+            raise TemplateError("missing value for command")
+        value = _command(tokens, context, piped)
+        if tokens and tokens[0] == ("paren", "|"):
+            tokens.pop(0)
+            piped = [value]
+            continue
+        if closing:
+            if not tokens or tokens.pop(0) != ("paren", ")"):
+                raise TemplateError("unclosed left paren")
+        elif tokens:
+            raise TemplateError(f"unexpected {tokens[0][1]!r} in operand")
+        return value
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def render_template(text: str, name: str = "cozy.yml", env: dict | None = None) -> str:
+    """The file as a Go ``text/template`` (``config.Setup``): ``.Env``, ``.NumCPU``, the functions add, sub,
+    div, mod, mul, pipelines, parentheses, ``{{-``/``-}}`` trimming and comments; a missing variable of
+    ``.Env`` is empty (``missingkey=zero``). if/range/with and the other built-ins are refused by name."""
+    context = {"Env": dict(os.environ if env is None else env), "NumCPU": os.cpu_count() or 1}
+    out, at = [], 0
+    for match in _ACTION.finditer(text):
+        before = text[at:match.start()]
+        inner = match.group(1)
+        if inner.startswith("- ") or inner.startswith("-\n") or inner.startswith("-\t"):
+            before, inner = before.rstrip(" \t\r\n"), inner[1:]
+        trim_after = inner.endswith(" -") or inner.endswith("\n-") or inner.endswith("\t-")
+        if trim_after:
+            inner = inner[:-1]
+        out.append(before)
+        line = text.count("\n", 0, match.start()) + 1
+        try:
+            tokens = _tokens(inner)
+            if tokens:
+                out.append(_text(_pipeline(tokens, context)))
+        except (TemplateError, ValueError) as error:
+            where = "Unable to open and parse configuration file template" if getattr(error, "parse", True) \
+                else "Template error for config files"
+            raise ConfigError(f"{where} {{path}}: template: {name}:{line}: {error}") from None
+        at = match.end()
+        if trim_after:
+            while at < len(text) and text[at] in " \t\r\n":
+                at += 1
+    out.append(text[at:])
+    return "".join(out)
 
 
 def _load(path: Path) -> dict:
@@ -65,7 +223,11 @@ def _load(path: Path) -> dict:
     except OSError as error:
         raise ConfigError(f"cannot read the configuration file {path}: {error.strerror}") from None
     try:
-        data = yaml.safe_load(render_template(text))
+        rendered = render_template(text, path.name)
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("{path}", str(path), 1)) from None
+    try:
+        data = yaml.safe_load(rendered)
     except yaml.YAMLError as error:
         raise ConfigError(f"the configuration file {path} is not valid YAML: {error}") from None
     if data is None:

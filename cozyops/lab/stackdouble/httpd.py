@@ -278,6 +278,8 @@ def _handler_class(app: App) -> type[BaseHTTPRequestHandler]:
             )
 
         def _send(self, response: Response) -> None:
+            if response.status == 101:  # a WebSocket (realtime.serve_socket) has had the connection
+                return
             body = response.body
             if isinstance(body, (bytes, bytearray)):
                 length = len(body)

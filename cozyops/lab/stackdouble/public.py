@@ -15,6 +15,7 @@ import html
 from urllib.parse import quote
 
 from .admin import jsonapi_error, version_body
+from .cliroutes import CliRoutes
 from .couch import CouchError
 from .httpd import App, Request, Response, Router, json_response, text_response
 from .instances import StackError, from_couch
@@ -39,13 +40,14 @@ HTML_GROUPS = ("/auth/",)
 ECHO_METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "PATCH", "POST", "PROPFIND", "PUT", "TRACE", "REPORT")
 
 
-class PublicApp(Middlewares, References, Files, Replication, Data, Settings, PermissionsRoutes, Apps, Move, App):
+class PublicApp(Middlewares, References, Files, Replication, Data, Settings, PermissionsRoutes, Apps, CliRoutes,
+                Move, App):
     name = "public"
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.router = Router()
-        for group in (References, Files, Replication, Data, Settings, PermissionsRoutes, Apps, Move):
+        for group in (References, Files, Replication, Data, Settings, PermissionsRoutes, Apps, CliRoutes, Move):
             for methods, pattern, handler in group.ROUTES:
                 self.router.add(methods, pattern, getattr(self, handler))
         self.router.add("GET", "/auth/login", self.login_page)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from . import tokens
+from . import realtime, tokens
 from .apps import Apps
 from .config import Config
 from .couch import GLOBAL_INSTANCES, Couch, CouchError, db_name
@@ -22,6 +22,7 @@ class Stack:
         self.instances = Instances(self.couch, config.subdomains == "flat")
         self.verifier = Verifier()
         self.fs_root = config.fs_root
+        self.hub = realtime.Hub()
 
     @property
     def flat(self) -> bool:
@@ -43,8 +44,8 @@ class Stack:
     def vfs(self, inst: dict) -> VFS:
         return VFS(self.couch, self.fs_root, inst)
 
-    def apps(self, inst: dict) -> Apps:
-        return Apps(self.couch, self.fs_root, inst)
+    def apps(self, inst: dict, doctype: str = "io.cozy.apps") -> Apps:
+        return Apps(self.couch, self.fs_root, inst, doctype)
 
     # --- lifecycle
     def create_instance(self, q) -> dict:

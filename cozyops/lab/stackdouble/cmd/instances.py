@@ -8,12 +8,16 @@ import os
 import sys
 from urllib.parse import quote
 
+from . import check
 from .root import (
     Client,
     CliError,
     _bool,
     _list,
-    confirm,
+    confirm_domain,
+    go_error,
+    go_json,
+    go_value,
     group,
     human_bytes,
     parse_bytes,
@@ -66,7 +70,7 @@ def cmd_instances_add(args, client: Client) -> int:
     if os.environ.get("COZY_DISABLE_INSTANCES_ADD_RM"):
         raise CliError(f"Sorry, instances add is disabled: {os.environ['COZY_DISABLE_INSTANCES_ADD_RM']}")
     if not args.domain:
-        return usage(args)
+        return usage(args, 0)
     if args.dev:
         print("The --dev flag has been deprecated", file=sys.stderr)
     domain = args.domain
@@ -117,7 +121,13 @@ def cmd_instances_ls(args, client: Client) -> int:
     resources = json.loads(body).get("data", [])
     if args.json:
         for resource in resources:
-            print(json.dumps(client_attributes(resource["attributes"])))
+            attrs = client_attributes(resource["attributes"])
+            if args.fields:  # a map: Go sorts its keys; a field the struct omitted is null
+                values = {name: (db_prefix(resource["attributes"]) if name == "db_prefix" else attrs.get(name))
+                          for name in args.fields}
+                print(go_json(dict(sorted(values.items()))))
+            else:
+                print(go_json(attrs))
         return 0
     rows = []
     for resource in resources:
@@ -126,7 +136,7 @@ def cmd_instances_ls(args, client: Client) -> int:
             row = []
             for name in args.fields:
                 value = db_prefix(attrs) if name == "db_prefix" else client_attributes(attrs).get(name)
-                row.append(_go_value(value))
+                row.append(go_value(value))
             rows.append(row)
             continue
         quota = int(attrs.get("disk_quota") or 0)
@@ -138,23 +148,17 @@ def cmd_instances_ls(args, client: Client) -> int:
     return 0
 
 
-def _go_value(value) -> str:
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
 def cmd_instances_show(args, client: Client) -> int:
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     _, body = client.admin_call("GET", "/instances/" + quote(args.domain, safe=""))
-    print(json.dumps(client_instance(json.loads(body)["data"]), indent="\t"))
+    print(go_json(client_instance(json.loads(body)["data"]), indent=True))
     return 0
 
 
 def cmd_instances_modify(args, client: Client) -> int:
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     query: dict = {}
     for flag, param in (("locale", "Locale"), ("uuid", "UUID"), ("oidc_id", "OIDCID"),
                         ("franceconnect_id", "FranceConnectID"), ("tos", "TOSSigned"), ("tos_latest", "TOSLatest"),
@@ -180,11 +184,13 @@ def cmd_instances_modify(args, client: Client) -> int:
     # §1.5: MagicLink is always sent.
     query["MagicLink"] = "true" if args.magic_link else "false"
     _, body = client.admin_call("PATCH", "/instances/" + quote(args.domain, safe=""), query)
-    print(json.dumps(client_instance(json.loads(body)["data"]), indent="\t"))
+    print(go_json(client_instance(json.loads(body)["data"]), indent=True))
     return 0
 
 
 def cmd_instances_set_disk_quota(args, client: Client) -> int:
+    if not args.domain or args.quota is None:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     quota = parse_bytes(args.quota)
     client.admin_call("PATCH", "/instances/" + quote(args.domain, safe=""),
                       {"DiskQuota": str(quota if quota else -1)})
@@ -192,12 +198,12 @@ def cmd_instances_set_disk_quota(args, client: Client) -> int:
 
 
 def cmd_instances_destroy(args, client: Client) -> int:
-    if os.environ.get("COZY_DISABLE_INSTANCES_ADD_RM"):
-        raise CliError(f"Sorry, instances rm is disabled: {os.environ['COZY_DISABLE_INSTANCES_ADD_RM']}")
+    if os.environ.get("COZY_DISABLE_INSTANCES_ADD_RM"):  # the words of rmInstanceCmd, "add" included
+        raise CliError(f"Sorry, instances add is disabled: {os.environ['COZY_DISABLE_INSTANCES_ADD_RM']}")
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     if not args.force:
-        confirm(f"Are you sure you want to remove instance for domain {args.domain}?\n"
-                "All data associated with this domain will be permanently lost.\n"
-                "Type again the domain to confirm: ", args.domain)
+        confirm_domain("remove", args.domain)
     client.admin_call("DELETE", "/instances/" + quote(args.domain, safe=""))
     print(f"Instance for domain {args.domain} has been destroyed with success")
     return 0
@@ -205,6 +211,8 @@ def cmd_instances_destroy(args, client: Client) -> int:
 
 def cmd_instances_token(audience: str, subject_from_args: bool = False):
     def run(args, client: Client) -> int:
+        if not args.domain or (not args.scopes if audience == "cli" else not args.slug):
+            return usage(args, 0)  # cmd.Usage(): exit 0
         if audience == "cli":
             scopes, subject = args.scopes, ""
         else:
@@ -227,6 +235,8 @@ def cmd_instances_count(args, client: Client) -> int:
 
 
 def cmd_instances_show_db_prefix(args, client: Client) -> int:
+    if not args.domain:
+        return usage(args, 0)  # cmd.Usage(): exit 0
     _, body = client.admin_call("GET", "/instances/" + quote(args.domain, safe=""))
     attrs = json.loads(body)["data"]["attributes"]
     print(db_prefix(attrs))
@@ -235,6 +245,109 @@ def cmd_instances_show_db_prefix(args, client: Client) -> int:
     return 0
 
 
+
+
+
+def _domain_flag(args) -> str:
+    """``MarkFlagRequired("domain")``: cobra refuses the command without the flag."""
+    if args.flag_domain is None:
+        raise CliError('required flag(s) "domain" not set')
+    return args.flag_domain
+
+
+def cmd_instances_export(args, client: Client) -> int:
+    """``exportCmd`` / ``AdminClient.Export``: with ``--path``, wait for the export on the admin realtime
+    socket, then download each part as ``<domain> - partNNN.zip`` (0600, an existing file replaced)."""
+    domain = _domain_flag(args)
+    if not valid_domain(domain):
+        raise CliError(f"Invalid domain: {domain}")
+    download = bool(args.path)
+    _, body = client.admin_call("POST", "/instances/" + quote(domain, safe="") + "/export",
+                                {"admin-req": "true" if download else "false"})
+    if not download:
+        return 0
+    channel = client.realtime(["io.cozy.exports"])
+    try:
+        json.loads(body)
+        while True:
+            try:
+                event = channel.receive()
+            except (OSError, EOFError, ValueError) as error:
+                raise CliError(f"realtime: {error}") from None
+            if event.get("event") == "error":
+                raise CliError(f"realtime: {event.get('payload', {}).get('title')}")
+            payload = event.get("payload") or {}
+            if event.get("event") != "UPDATED" or payload.get("type") != "io.cozy.exports":
+                continue
+            doc = payload.get("doc") or {}
+            if doc.get("domain") != domain:
+                continue
+            if doc.get("state") == "error":
+                raise CliError(f"Failed to export instance: {doc.get('error', '')}")
+            if doc.get("state") != "done":
+                continue
+            cursors = ["", *(doc.get("parts_cursors") or [])]
+            for number, cursor in enumerate(cursors):
+                _, data = client.admin_call("GET", f"/instances/{quote(domain, safe='')}/exports/{doc['_id']}/data",
+                                            {"cursor": cursor})
+                filename = f"{domain} - part{number:03d}.zip"
+                sys.stdout.write(f"Exporting archive {number + 1}/{len(cursors)} ({filename})... ")
+                sys.stdout.flush()
+                _write_part(os.path.join(args.path, filename), data)
+                print("\u2705")
+            return 0
+    finally:
+        channel.close()
+
+
+def _write_part(path: str, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        os.remove(path)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as error:
+        raise CliError(go_error("open", path, error)) from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def cmd_instances_import(args, client: Client) -> int:
+    """``importCmd``: the URL, the confirmation (unless ``--force``), then ``POST …/import`` (204)."""
+    if not args.url:
+        raise CliError("The URL to the exported data is missing")
+    domain = _domain_flag(args)
+    if not args.force:
+        confirm_domain("reset", domain)
+    if not valid_domain(domain):
+        raise CliError(f"Invalid domain: {domain}")
+    client.admin_call("POST", "/instances/" + quote(domain, safe="") + "/import", {"manifest_url": args.url[0]})
+    return 0
+
+
+def cmd_instances_set_passphrase(args, client: Client) -> int:
+    """``updateInstancePassphraseCmd``: ``PUT /settings/passphrase`` with ``force`` and a CLI token."""
+    if len(args.words) != 2:
+        return usage(args, 0)
+    domain, passphrase = args.words
+    token = client.cli_token(domain, ["io.cozy.settings"])
+    body = json.dumps({"new_passphrase": passphrase, "force": True}, separators=(",", ":")).encode()
+    status, _, _ = client.public_call(domain, token, "PUT", "/settings/passphrase", body=body,
+                                      content_type="application/json")
+    if status == 204:
+        print("Passphrase has been changed for instance ", domain)
+    return 0
+
+
+def cmd_instances_clean_sessions(args, client: Client) -> int:
+    """``cleanSessionsCmd``: ``DELETE /instances/:domain/sessions``, silent."""
+    if not args.words:
+        return usage(args, 0)
+    domain = args.words[0]
+    if not valid_domain(domain):
+        raise CliError(f"Invalid domain: {domain}")
+    client.admin_call("DELETE", f"/instances/{domain}/sessions")
+    return 0
 
 
 def register(commands) -> None:
@@ -270,10 +383,10 @@ def register(commands) -> None:
     _bool(ls, "json", "one JSON object per line")
 
     show = sub(inst_cmds, ["show"], cmd_instances_show, "show an instance")
-    show.add_argument("domain")
+    show.add_argument("domain", nargs="?")
 
     modify = sub(inst_cmds, ["modify"], cmd_instances_modify, "modify an instance")
-    modify.add_argument("domain")
+    modify.add_argument("domain", nargs="?")
     _bool(modify, "blocked", "block the instance")
     modify.add_argument("--blocking-reason")
     modify.add_argument("--context-name")
@@ -297,21 +410,35 @@ def register(commands) -> None:
     modify.add_argument("--uuid")
 
     quota = sub(inst_cmds, ["set-disk-quota"], cmd_instances_set_disk_quota, "set the disk quota")
-    quota.add_argument("domain")
-    quota.add_argument("quota")
+    quota.add_argument("domain", nargs="?")
+    quota.add_argument("quota", nargs="?")
 
     destroy = sub(inst_cmds, ["destroy", "rm", "delete", "remove"], cmd_instances_destroy, "remove an instance")
-    destroy.add_argument("domain")
+    destroy.add_argument("domain", nargs="?")
     _bool(destroy, "force", "do not ask for confirmation")
 
     cli_token = sub(inst_cmds, ["token-cli"], cmd_instances_token("cli"), "a CLI token")
-    cli_token.add_argument("domain")
-    cli_token.add_argument("scopes", nargs="+")
+    cli_token.add_argument("domain", nargs="?")
+    cli_token.add_argument("scopes", nargs="*")
     app_token = sub(inst_cmds, ["token-app"], cmd_instances_token("app"), "an app token")
-    app_token.add_argument("domain")
-    app_token.add_argument("slug")
+    app_token.add_argument("domain", nargs="?")
+    app_token.add_argument("slug", nargs="?")
     app_token.add_argument("--expire")
     sub(inst_cmds, ["count"], cmd_instances_count, "count the instances")
+    export = sub(inst_cmds, ["export"], cmd_instances_export, "Export an instance")
+    export.add_argument("--domain", dest="flag_domain", default=None)
+    export.add_argument("--path", default="")
+    imp = sub(inst_cmds, ["import"], cmd_instances_import, "Import data from an export link")
+    imp.add_argument("url", nargs="*", metavar="URL")
+    imp.add_argument("--domain", dest="flag_domain", default=None)
+    _bool(imp, "force", "Force the import without asking for confirmation")
+    passphrase = sub(inst_cmds, ["set-passphrase"], cmd_instances_set_passphrase,
+                     "Change the passphrase of the instance")
+    passphrase.add_argument("words", nargs="*", metavar="ARG")
+    sessions = sub(inst_cmds, ["clean-sessions"], cmd_instances_clean_sessions,
+                   "Remove the io.cozy.sessions and io.cozy.sessions.logins bases")
+    sessions.add_argument("words", nargs="*", metavar="ARG")
+    check._flags(sub(inst_cmds, ["fsck"], check.cmd_instances_fsck, "Check a vfs (deprecated: check fs)"))
     prefix = sub(inst_cmds, ["show-db-prefix"], cmd_instances_show_db_prefix, "the CouchDB prefix of an instance")
-    prefix.add_argument("domain")
+    prefix.add_argument("domain", nargs="?")
 

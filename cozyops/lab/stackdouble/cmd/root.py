@@ -23,12 +23,17 @@ from urllib.parse import quote, urlencode
 from .. import VERSION, config
 
 USER_AGENT = f"cozy-stack {VERSION} (double)"
-BOOL_FLAGS = ("blocked", "deleting", "onboarding-finished", "magic_link", "dev", "trace", "force", "json",
+BOOL_FLAGS = ("blocked", "deleting", "onboarding-finished", "magic_link", "dev", "trace", "force", "json", "trash",
+              "index-integrity", "files-consistency", "fail-fast",
               "available-fields", "all-domains", "ask-permissions", "safe", "allow-root")
 
 
 class CliError(Exception):
     pass
+
+
+class ExitError(CliError):
+    """Printed as it is (no ``Error:``), exit 1: the commands that call ``os.Exit(1)`` themselves."""
 
 
 # --- sizes, as go-humanize does them
@@ -123,10 +128,34 @@ class Client:
                                                                "Scope": " ".join(scopes), "Subject": subject})
         return body.decode().strip()
 
+    def cli_token(self, domain: str, scopes: list[str]) -> str:
+        """``newClient``: a CLI token, or ``Could not generate access to domain D`` and the error, exit 1."""
+        try:
+            return self.token(domain, "cli", scopes, "CLI")
+        except CliError as error:
+            raise ExitError(f"Could not generate access to domain {domain}\n{error}") from None
+
+    def realtime(self, doctypes: list[str]):
+        """``RealtimeClient`` on the admin API: Basic auth, then one SUBSCRIBE per doctype."""
+        from ..realtime import Client as Socket
+
+        auth = base64.b64encode((":" + self.password()).encode()).decode()
+        _, host, port = self.admin
+        try:
+            channel = Socket(host, port, "Basic " + auth)
+            for doctype in doctypes:
+                channel.subscribe(doctype)
+        except OSError as error:
+            raise CliError(f"realtime: {error}") from None
+        return channel
+
     def public_call(self, domain: str, token: str, method: str, path: str, query: dict | None = None,
-                    accept: str = "application/vnd.api+json") -> tuple[int, dict, bytes]:
-        status, headers, body = self._request(self.public, method, path, query,
-                                              {"Host": domain, "Authorization": "Bearer " + token, "Accept": accept})
+                    accept: str = "application/vnd.api+json", body: bytes | None = None,
+                    content_type: str | None = None) -> tuple[int, dict, bytes]:
+        headers = {"Host": domain, "Authorization": "Bearer " + token, "Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        status, headers, body = self._request(self.public, method, path, query, headers, body)
         if status >= 400:
             raise CliError(render_error(status, headers, body))
         return status, headers, body
@@ -168,12 +197,66 @@ def valid_domain(domain: str) -> bool:
     return not any(c in domain for c in " /?#@\t\r\n")
 
 
-def confirm(question: str, domain: str) -> None:
-    sys.stdout.write(question)
+def confirm_domain(action: str, domain: str) -> None:
+    """``confirmDomain``: the question, a line read (none: ``EOF``), compared lower-cased; a blank line after."""
+    sys.stdout.write(f"Are you sure you want to {action} instance for domain {domain}?\n"
+                     "All data associated with this domain will be permanently lost.\n"
+                     "Type again the domain to confirm: ")
     sys.stdout.flush()
     answer = sys.stdin.readline()
-    if answer.strip() != domain:
+    if not answer.endswith("\n"):
+        raise CliError("EOF")
+    if answer.strip().lower() != domain:
         raise CliError("Aborted")
+    print()
+
+
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def go_json(value, indent: bool = False) -> str:
+    """``json.Marshal`` (compact) or ``json.MarshalIndent(v, "", "  ")``, with Go's HTML-safe escapes."""
+    if indent:
+        text = json.dumps(value, indent="  ", separators=(",", ": "), ensure_ascii=False)
+    else:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in _GO_ESCAPES.items():
+        text = text.replace(char, escaped)
+    return text
+
+
+def go_value(value) -> str:
+    """``fmt``'s ``%v`` of a decoded JSON value: ``<nil>``, ``true``, ``[a b]``, ``map[k:v]``, ``1e+06``."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(go_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
+    if isinstance(value, (int, float)):
+        return go_float(float(value))
+    return str(value)
+
+
+def go_float(number: float) -> str:
+    """``%v`` of a float64 (``strconv`` 'g', shortest): ``%e`` when the exponent is below -4 or 6 and more."""
+    if number == 0:
+        return "0"
+    exponent = int(f"{number:e}".partition("e")[2])
+    short = repr(abs(number))  # Python's repr is the shortest round-tripping form too
+    if -4 <= exponent < 6:
+        text = short[:-2] if short.endswith(".0") else short
+    else:
+        if "e" in short:
+            head = short.partition("e")[0]
+        else:
+            head = short.replace(".", "").strip("0") or "0"
+            head = head[0] + ("." + head[1:] if len(head) > 1 else "")
+        head = head[:-2] if head.endswith(".0") else head
+        text = f"{head}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    return ("-" if number < 0 else "") + text
 
 
 # --- the parser
