@@ -19,10 +19,10 @@ from cozyops.lab import demo, netns, probe, procs
 from cozyops.lab.lab import Lab
 
 
-def cozyops(lab: Lab, *args: str, **kwargs) -> subprocess.CompletedProcess:
+def cozyops(lab: Lab, *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cozyops", *args[:2], "--dir", str(lab.dir), *args[2:]],
-        capture_output=True, text=True, timeout=120, **kwargs,
+        capture_output=True, text=True, timeout=timeout, **kwargs,
     )
 
 
@@ -174,8 +174,10 @@ def test_lab_exec_passes_everything_through(lab, tmp_path):
     assert lab.spec.bind_address in inside.stdout
 
 
+@pytest.mark.timeout(1500)
 def test_demo_passes_on_the_lab(lab):
-    result = cozyops(lab, "lab", "demo", "--json")
+    # the demo provisions the hosts with Ansible (`lab up --with-stack`) when they lack the stack
+    result = cozyops(lab, "lab", "demo", "--json", timeout=1400)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] and all(step["ok"] for step in report["steps"])
