@@ -7,7 +7,13 @@
   its outcome; a failed one with its changes, so that an operator sees what was not applied.
   Certificates: ``certificates`` (one row per certificate name: names, serial, validity, issuer,
   directory, the CA's renewal window and when to ask for it again) and ``issuances`` (every
-  certificate issued, for the weekly budget).
+  certificate issued, for the weekly budget). ``challenges``: every ACME challenge TXT value a
+  run publishes, journaled before it is sent and removed once it is cleaned up, so that the next
+  run removes what an interrupted one left. The v2 import ledger (``v2_ledger``, ``v2_imports``).
+
+The database records its schema version (``PRAGMA user_version``). Opening one written by an
+older cozyops upgrades it in place, in one transaction (a database of the first release, which
+recorded no version, is version 1); one written by a newer cozyops is refused.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from cozyops.errors import CozyopsError
 
-SCHEMA = """
+# Version 1: the first release (no version recorded). Kept as it was: the upgrades start from it.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -62,6 +70,52 @@ CREATE TABLE IF NOT EXISTS issuances (
 );
 """
 
+LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS v2_ledger (
+    export TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    key TEXT NOT NULL,
+    v3_id TEXT NOT NULL,
+    v3_path TEXT,
+    checksum TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    at TEXT NOT NULL,
+    PRIMARY KEY (export, domain, key)
+);
+CREATE INDEX IF NOT EXISTS v2_ledger_path ON v2_ledger (export, domain, v3_path);
+CREATE TABLE IF NOT EXISTS v2_imports (
+    export TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    source TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    PRIMARY KEY (export, domain)
+);
+"""
+
+# Each upgrade takes the database from version N to N + 1 (run in one transaction with the others).
+UPGRADES: dict[int, str] = {
+    # 1 -> 2: the challenge journal; the v2 ledger's tables always (they were created on first
+    # import); certificates.deployed goes (nothing ever wrote it: deployment is checked on the
+    # servers themselves, by a TLS handshake).
+    1: LEDGER_SCHEMA + """
+CREATE TABLE IF NOT EXISTS challenges (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    run TEXT NOT NULL,
+    zone TEXT NOT NULL,
+    fqdn TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+ALTER TABLE certificates DROP COLUMN deployed;
+""",
+}
+SCHEMA_VERSION = 1 + len(UPGRADES)
+
+
+class StateError(CozyopsError):
+    """The fleet's state database cannot be used (written by a newer cozyops, or damaged)."""
+
 
 class LockedError(CozyopsError):
     """Another run holds the fleet's lock."""
@@ -94,17 +148,105 @@ def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def _upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to ``SCHEMA_VERSION``: created whole when empty, else upgraded in place,
+    every step in one transaction (a failure or a kill leaves it as it was)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StateError(str(path), f"schema version {version} was written by a newer cozyops "
+                         f"(this one knows up to {SCHEMA_VERSION})", "upgrade cozyops; the file is left as it is")
+    db.isolation_level = None  # transactions by hand: SQLite's DDL is transactional
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+        if version < SCHEMA_VERSION:
+            # A file of the first release records no version (0) and holds version 1's tables
+            # (possibly only some of them): CREATE IF NOT EXISTS makes them whole, then upgrade.
+            steps = [SCHEMA_V1] + [UPGRADES[number] for number in range(max(version, 1), SCHEMA_VERSION)]
+            for statement in _statements("".join(steps)):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as error:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise StateError(str(path), f"cannot upgrade its schema from version {version}: {error}") from None
+    finally:
+        db.isolation_level = ""
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a script (``executescript`` would commit the transaction)."""
+    found, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            found.append(current.strip())
+            current = ""
+    return [statement for statement in found if statement]
+
+
 def connect(state_dir: Path) -> sqlite3.Connection:
-    """The fleet's ``state.db``, with every table."""
+    """The fleet's ``state.db`` at the current schema version (upgraded in place when older)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(state_dir / "state.db", check_same_thread=False)
-    # WAL with synchronous=NORMAL: an entry survives the process crashing right after it
-    # (what a journal is for) without an fsync per entry, which would cost more than the
-    # UPDATE message it journals.
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
+    path = state_dir / "state.db"
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        # WAL with synchronous=NORMAL: an entry survives the process crashing right after it
+        # (what a journal is for) without an fsync per entry, which would cost more than the
+        # UPDATE message it journals.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.DatabaseError as error:
+        raise StateError(str(path), f"not a usable SQLite database: {error}",
+                         "move it aside; cozyops starts a new one") from None
+    try:
+        _upgrade(db, path)
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+class Challenges:
+    """The journal of ACME challenge TXT values published and not yet removed."""
+
+    def __init__(self, db: sqlite3.Connection, run: str | None = None) -> None:
+        self.db = db
+        self.run = run or f"{_now()} pid {os.getpid()}"
+        self._lock = threading.Lock()
+
+    def add(self, zone: str, values: list[tuple[str, str]]) -> None:
+        """Journal (fqdn, value) pairs about to be published in ``zone`` (committed before they are sent)."""
+        with self._lock, self.db:
+            self.db.executemany("INSERT INTO challenges (at, run, zone, fqdn, value) VALUES (?,?,?,?,?)",
+                                [(_now(), self.run, zone, fqdn, value) for fqdn, value in values])
+
+    def remove(self, zone: str, values: list[tuple[str, str]]) -> None:
+        """Forget (fqdn, value) pairs removed from ``zone``."""
+        with self._lock, self.db:
+            self.db.executemany("DELETE FROM challenges WHERE zone = ? AND fqdn = ? AND value = ?",
+                                [(zone, fqdn, value) for fqdn, value in values])
+
+    def left(self, other_runs_only: bool = True) -> dict[str, list[tuple[str, str]]]:
+        """Values journaled and not removed, by zone (by default those of other runs: interrupted ones)."""
+        query = "SELECT zone, fqdn, value FROM challenges"
+        args: tuple = ()
+        if other_runs_only:
+            query += " WHERE run != ?"
+            args = (self.run,)
+        found: dict[str, list[tuple[str, str]]] = {}
+        with self._lock:
+            for zone, fqdn, value in self.db.execute(query + " ORDER BY id", args).fetchall():
+                if (fqdn, value) not in found.setdefault(zone, []):
+                    found[zone].append((fqdn, value))
+        return found
 
 
 class Journal:
@@ -145,29 +287,6 @@ class Journal:
         ]
 
 
-LEDGER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS v2_ledger (
-    export TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    key TEXT NOT NULL,
-    v3_id TEXT NOT NULL,
-    v3_path TEXT,
-    checksum TEXT,
-    size INTEGER NOT NULL DEFAULT 0,
-    at TEXT NOT NULL,
-    PRIMARY KEY (export, domain, key)
-);
-CREATE INDEX IF NOT EXISTS v2_ledger_path ON v2_ledger (export, domain, v3_path);
-CREATE TABLE IF NOT EXISTS v2_imports (
-    export TEXT NOT NULL,
-    domain TEXT NOT NULL,
-    source TEXT NOT NULL,
-    started TEXT NOT NULL,
-    finished TEXT,
-    PRIMARY KEY (export, domain)
-);
-"""
-
 
 class Ledger:
     """The v2 import ledger, in ``state.db``: each source item (a member and its occurrence, an
@@ -178,11 +297,7 @@ class Ledger:
     """
 
     def __init__(self, state_dir: Path, export: str, domain: str) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(state_dir / "state.db")
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA + LEDGER_SCHEMA)
+        self.db = connect(state_dir)
         self.export, self.domain = export, domain
 
     def close(self) -> None:

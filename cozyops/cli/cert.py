@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 from cozyops import inventory
 from cozyops.cli.render import PlainProgress, emit_json, err_console
 from cozyops.errors import CozyopsError
+from cozyops.state import LockedError
 from cozyops.tls.manager import CertManager, CertPlan, RunResult, Status, now_utc
 
 app = typer.Typer(
@@ -63,6 +65,8 @@ def ls(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: bool =
     Reads only the fleet's state (no network): `cert renew` asks the CA for its renewal windows.
     """
     manager = _manager(fleet)
+    with contextlib.suppress(LockedError), manager.locked("cozyops cert ls"):
+        _recover(manager, json)  # (when another run holds the fleet, it does that itself)
     now = now_utc()
     rows = [_row(manager, status, now) for status in manager.statuses(manager.specs(names), now)]
     if json:
@@ -76,6 +80,19 @@ def ls(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: bool =
                   f"renew from {row['next_renewal']}  {row['fullchain']}")
         else:
             print(f"{row['name']:<40} {row['status']}")
+
+
+def _recover(manager: CertManager, quiet: bool) -> None:
+    """After an interrupted run: certificate files without their row adopted (or reported)."""
+    found = manager.recover()
+    if quiet:
+        return
+    if found.adopted:
+        err_console.print(f"adopted after an interrupted run: {', '.join(found.adopted)}",
+                          highlight=False, markup=False, soft_wrap=True)
+    for name, why in sorted(found.broken.items()):
+        err_console.print(f"! certificate {name}: {why}; it is issued again", style="yellow",
+                          highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_plan(plan: CertPlan, verb: str) -> None:
@@ -94,7 +111,7 @@ def _print_plan(plan: CertPlan, verb: str) -> None:
 
 def _run(manager: CertManager, plan: CertPlan, quiet: bool) -> RunResult:
     if not plan.todo:
-        return RunResult()
+        return manager.execute([])  # (removes what an interrupted run left in the zone)
     if err_console.plain():
         return manager.execute(plan.todo, PlainProgress("certificates"))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -165,6 +182,8 @@ def _issue_or_renew(fleet: Path | None, json: bool, dry_run: bool, deploy: bool,
     done = {"issue": "issued", "renew": "renewed"}[command]
     manager = _manager(fleet)
     with manager.locked(f"cozyops cert {command}"):
+        if not dry_run:
+            _recover(manager, json)
         the_plan = manager.plan(**plan)
         _print_plan(the_plan, done)
         result = RunResult() if dry_run else _run(manager, the_plan, json)

@@ -10,9 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cozyops import inventory
 from cozyops.cli.render import emit_json, err_console
+from cozyops.dns.manager import ApplyReport, DnsManager
 from cozyops.dns.propagation import ServerReport
 from cozyops.errors import CozyopsError
-from cozyops.manager import ApplyReport, DnsManager
 from cozyops.plan import CREATE, DELETE, Change, Plan
 
 app = typer.Typer(
@@ -146,7 +146,7 @@ def apply(
     apply again converges.
     """
     manager = _manager(fleet)
-    provider = manager.provider()
+    provider = manager.writer()
     with manager.locked("cozyops dns apply"):
         with err_console.status(f"reading zone {manager.fleet.zone} at {provider.where}"):
             the_plan = manager.plan(adopt=adopt)
@@ -154,7 +154,7 @@ def apply(
             _print_plan(the_plan, provider.where)
         manager.approve(the_plan, checksum, force)
         if not the_plan.changes:
-            report = ApplyReport(the_plan)
+            report = ApplyReport(the_plan, manager.apply(the_plan))  # (removes stale challenge values)
             if not json:
                 err_console.print("no changes", style="green", soft_wrap=True)
         else:
@@ -165,6 +165,8 @@ def apply(
         emit_json(_report_json(report))
     else:
         _print_report(report)
+        for problem in manager.cleanup_problems:
+            err_console.print(f"! challenge cleanup: {problem}", style="yellow", markup=False, soft_wrap=True)
     _exit_status(report)
 
 

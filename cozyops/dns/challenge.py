@@ -5,6 +5,11 @@ same name at once: values are added beside the others and removed one by one, ne
 the record set. When ``_acme-challenge.<name>`` is a CNAME (delegated to a zone the fleet's DNS
 credentials may update, as with ``cozy_dns.acme_challenge``), the value is written at its target,
 as the CA will follow it.
+
+Every value is written through the DNS provider interface (:mod:`cozyops.dns.providers`); the
+values a run publishes are journaled in the fleet's state first (:class:`cozyops.state.Challenges`),
+so that :meth:`ChallengeWriter.sweep` removes, at the next run, what an interrupted run left: only
+values journaled by this fleet, never another TXT value at the same name.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import dns.name
 import dns.query
 import dns.rdatatype
 
-from cozyops.dns.rfc2136 import Rfc2136
+from cozyops import state
+from cozyops.dns.providers import Provider
 from cozyops.errors import DnsError
 
 CHALLENGE_TTL = 60
@@ -36,9 +42,9 @@ def _in_zone(name: str, zone: str) -> bool:
 class ChallengeWriter:
     """Writes challenge TXT values through the providers that may update their zones."""
 
-    def __init__(self, zone: str, providers: list[Rfc2136], servers: list[str]) -> None:
+    def __init__(self, zone: str, providers: list[Provider], servers: list[str]) -> None:
         self.zone = zone
-        self.providers = providers  # the fleet zone's (rfc2136 mode) and the delegated zone's
+        self.providers = providers  # the writing ones: the fleet zone's, the delegated challenge zone's
         self.servers = servers  # addresses authoritative for the fleet's zone, to follow CNAMEs
 
     def _cname(self, name: str) -> str | None:
@@ -59,7 +65,7 @@ class ChallengeWriter:
             return None
         raise DnsError(f"{name} CNAME", "no authoritative server answered: " + "; ".join(problems))
 
-    def target(self, domain: str) -> tuple[str, Rfc2136]:
+    def target(self, domain: str) -> tuple[str, Provider]:
         """Where the TXT for ``domain`` goes, and the provider that writes it there."""
         name = challenge_name(domain)
         for _ in range(MAX_CNAME_HOPS):
@@ -90,3 +96,22 @@ class ChallengeWriter:
         name, provider = self.target(domain)
         provider.cleanup_txt(name, value)
         return name
+
+    def sweep(self, db) -> list[str]:
+        """Remove the challenge values journaled in the fleet's state ``db`` and never cleaned up
+        (an interrupted run's); the problems, if any (the values then stay journaled)."""
+        journal = state.Challenges(db)
+        problems = []
+        for zone, values in journal.left(other_runs_only=False).items():
+            provider = next((provider for provider in self.providers if provider.zone == zone), None)
+            if provider is None:
+                problems.append(f"zone {zone}: {len(values)} challenge value(s) left by an interrupted run, "
+                                "and the fleet no longer writes that zone: remove them at the DNS host")
+                continue
+            try:
+                provider.change_txts(deletes=values)
+            except DnsError as error:
+                problems.append(str(error))
+                continue
+            journal.remove(zone, values)
+        return problems

@@ -208,7 +208,7 @@ def instances_on_their_servers(lab: Lab) -> str:
 def dns_for_the_fleet(lab: Lab) -> str:
     """`cozyops dns apply` on the lab's fleet: every instance's records, served by both servers."""
     from cozyops import inventory
-    from cozyops.manager import DnsManager
+    from cozyops.dns.manager import DnsManager
 
     manager = DnsManager(inventory.load(lab.fleet_dir))
     with manager.locked("cozyops lab demo"):

@@ -30,6 +30,7 @@ import josepy as jose
 import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -225,7 +226,14 @@ class Issuer:
         if path.exists():
             if path.stat().st_mode & 0o077:
                 raise self._error(f"account key {path} is readable by others", f"chmod 600 {path}")
-            return jose.JWKEC(key=serialization.load_pem_private_key(path.read_bytes(), password=None))
+            try:
+                key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                key = None  # (the library's message may quote the file: never shown)
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+                raise self._error(f"account key {path} is not an unencrypted PEM P-256 private key",
+                                  "restore it from a backup, or move it aside and a new account is registered")
+            return jose.JWKEC(key=key)
         files.private_dir(self.account_dir)
         key = ec.generate_private_key(ec.SECP256R1())
         files.write_private(path, key_pem(key))
@@ -261,6 +269,20 @@ class Issuer:
             return AcmeError(where, f"{type(error).__name__}: {error}")
         raise error
 
+    def _get_directory(self, net: Network) -> messages.Directory:
+        """The ACME directory at ``self.url``; one line naming the URL when it is none."""
+        hint = "cozy_acme.directory: letsencrypt, letsencrypt-staging, or the URL of a directory (its JSON)"
+        try:
+            return client.ClientV2.get_directory(self.url, net)
+        except errors.ClientError as error:
+            response = error.args[0][0] if isinstance(error.args[0], tuple) else error.args[0]
+            if isinstance(response, requests.Response):
+                raise self._error(f"HTTP {response.status_code} {response.reason or ''}".rstrip()
+                                  + ": no ACME directory at this URL", hint) from None
+            raise
+        except (jose.DeserializationError, json.JSONDecodeError):
+            raise self._error("the answer is not an ACME directory", hint) from None
+
     def connect(self) -> Issuer:
         """Fetch the directory and make sure the CA knows the account (registering it if not)."""
         if self.account is not None:
@@ -268,7 +290,7 @@ class Issuer:
         try:
             self.key = self._account_key()
             net = self._network()
-            self.directory = client.ClientV2.get_directory(self.url, net)
+            self.directory = self._get_directory(net)
             acme = client.ClientV2(self.directory, net)
             eab = None
             if self.eab:

@@ -5,6 +5,11 @@ A run works in chunks of at most ``CHUNK`` certificates: their orders are create
 zone, the authoritative servers are waited for once, the challenges are answered and the orders
 completed concurrently, and the values are removed in one UPDATE, whatever happened. A failure
 is per certificate: collected, the others go on.
+
+Each certificate is kept as it arrives (its issuance, files and row: :meth:`CertStore.save`), and
+every challenge value is journaled before it is published. A run killed at any point is cleaned
+up by the next: :meth:`CertManager.recover` (certificate files without their row adopted, staged
+files finished) and the challenge values left removed (:meth:`Dns01Solver.sweep`).
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from dataclasses import dataclass, field
 
 from cozyops import state
 from cozyops.dns import propagation
-from cozyops.dns.rfc2136 import Rfc2136
+from cozyops.dns.manager import DnsManager
+from cozyops.dns.providers import Provider
 from cozyops.errors import ConfigError, CozyopsError
-from cozyops.manager import DnsManager
 from cozyops.model import Fleet
 from cozyops.tls import policy
 from cozyops.tls.issuer import Issuer, Order, ari_cert_id, directory_id, directory_url
 from cozyops.tls.policy import CertSpec
 from cozyops.tls.solver import Dns01Solver
-from cozyops.tls.store import CertStore, Record
+from cozyops.tls.store import CertStore, Record, Recovery
 
 CHUNK = 200  # certificates per DNS update (two TXT values each; one message holds ~250)
 ORDER_DEADLINE = 300.0  # seconds for a chunk's validation and finalization
@@ -121,14 +126,30 @@ class CertManager:
             self._dns = DnsManager(self.fleet)
             dns = self._dns
 
-            def servers_for(provider: Rfc2136) -> list[tuple[str, str]]:
+            def servers_for(provider: Provider) -> list[tuple[str, str]]:
                 if provider.zone == self.fleet.zone:
                     return dns.servers()
                 data = provider.read()
                 return propagation.authoritative_servers(provider.zone, (), data.nameservers(), data.addresses)
 
-            self._solver = Dns01Solver(dns.challenges(), servers_for, self.fleet.dns.propagation_timeout)
+            self._solver = Dns01Solver(dns.challenges(), servers_for, self.fleet.dns.propagation_timeout,
+                                       state.Challenges(self.store.db))
         return self._solver
+
+    # -- after an interrupted run ----------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """Finish what an interrupted run left in the store: staged files moved into place,
+        certificate files without their row adopted (key and chain checked), so that rows match
+        files and the budget counts every certificate the CA issued."""
+        return self.store.recover(self.directory, self.acme.key_type)
+
+    def sweep_challenges(self) -> list[str]:
+        """Remove the challenge values an interrupted run published (journaled, never cleaned
+        up); the problems, if any. Nothing is asked of the DNS when none is journaled."""
+        if not state.Challenges(self.store.db).left(other_runs_only=False):
+            return []
+        return self.solver().sweep()
 
     # -- what to do ----------------------------------------------------------------------------
 
@@ -200,6 +221,7 @@ class CertManager:
     def execute(self, todo: list[tuple[CertSpec, bool]], progress: Progress = _quiet) -> RunResult:
         result = RunResult()
         started = time.monotonic()
+        result.cleanup_problems += self.sweep_challenges()
         if not todo:
             return result
         self.issuer().connect()
@@ -283,8 +305,8 @@ class CertManager:
                 def finish(name: str, order: Order) -> Record:
                     issuer.answer(order)
                     certificate = issuer.complete(order, deadline)
-                    return self.store.write(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
-                                            self.acme.key_type)
+                    return self.store.save(name, certificate.key_pem, certificate.fullchain_pem, self.directory,
+                                           self.acme.key_type, renewal[name])
 
                 futures = {name: pool.submit(finish, name, order) for name, order in orders.items()}
                 count = 0
@@ -296,8 +318,6 @@ class CertManager:
                         continue
                     count += 1
                     progress(count)
-                self.store.record([(record, renewal[name]) for name, record in result.issued.items()
-                                   if name in orders])
                 mark = result.timed("validation", mark)
             finally:
                 if published is not None:

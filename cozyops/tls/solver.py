@@ -6,6 +6,10 @@ UPDATE message per zone (more only past ~48 KB, about 250 certificates), each va
 the others at its name (the apex and the wildcard of one certificate share a name). Then every
 authoritative server of each zone must serve the zone's new serial (a server serves a zone
 version whole, so that covers every value). Cleanup removes exactly the values published.
+
+Every value is journaled in the fleet's state (``journal``) before the message that adds it is
+sent, and forgotten once removed: a run killed in between leaves its values journaled, and the next
+run removes them first (:meth:`Dns01Solver.sweep`).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cozyops import state
 from cozyops.dns import propagation
 from cozyops.dns.challenge import CHALLENGE_TTL, ChallengeWriter
-from cozyops.dns.rfc2136 import Rfc2136
+from cozyops.dns.providers import Provider
 from cozyops.errors import DnsError
 
 
@@ -24,22 +29,23 @@ from cozyops.errors import DnsError
 class Published:
     """What a publish wrote, per provider: (fqdn, value)."""
 
-    values: dict[int, tuple[Rfc2136, list[tuple[str, str]]]] = field(default_factory=dict)
+    values: dict[int, tuple[Provider, list[tuple[str, str]]]] = field(default_factory=dict)
     messages: int = 0
 
-    def add(self, provider: Rfc2136, fqdn: str, value: str) -> None:
+    def add(self, provider: Provider, fqdn: str, value: str) -> None:
         self.values.setdefault(id(provider), (provider, []))[1].append((fqdn, value))
 
 
 class Dns01Solver:
-    def __init__(self, writer: ChallengeWriter, servers_for: Callable[[Rfc2136], list[tuple[str, str]]],
-                 timeout: float = 120.0) -> None:
+    def __init__(self, writer: ChallengeWriter, servers_for: Callable[[Provider], list[tuple[str, str]]],
+                 timeout: float = 120.0, journal: state.Challenges | None = None) -> None:
         self.writer = writer
+        self.journal = journal
         self.servers_for = servers_for
         self.timeout = timeout
-        self._targets: dict[str, tuple[str, Rfc2136]] = {}
+        self._targets: dict[str, tuple[str, Provider]] = {}
 
-    def target(self, domain: str) -> tuple[str, Rfc2136]:
+    def target(self, domain: str) -> tuple[str, Provider]:
         """Where ``domain``'s TXT goes; a DnsError naming the name when nowhere the fleet may write."""
         key = domain.removeprefix("*.")
         if key not in self._targets:
@@ -55,6 +61,8 @@ class Dns01Solver:
         done = Published()
         try:
             for provider, values in published.values.values():
+                if self.journal is not None:
+                    self.journal.add(provider.zone, values)
                 done.values[id(provider)] = (provider, values)
                 done.messages += provider.change_txts(adds=[(fqdn, value, CHALLENGE_TTL) for fqdn, value in values])
         except BaseException:
@@ -82,6 +90,8 @@ class Dns01Solver:
             for attempt in range(3):
                 try:
                     provider.change_txts(deletes=values)
+                    if self.journal is not None:
+                        self.journal.remove(provider.zone, values)
                     break
                 except DnsError as error:
                     if attempt == 2:
@@ -89,3 +99,9 @@ class Dns01Solver:
                     else:
                         time.sleep(0.2)
         return problems
+
+    def sweep(self) -> list[str]:
+        """Remove the values an interrupted run left (journaled, never cleaned up); the problems."""
+        if self.journal is None:
+            return []
+        return self.writer.sweep(self.journal.db)

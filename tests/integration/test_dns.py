@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from cozyops import inventory, state
-from cozyops.dns import propagation, records, tsig
+from cozyops.dns import propagation, providers, records, tsig
+from cozyops.dns.manager import DnsManager
 from cozyops.errors import DnsError
 from cozyops.lab import netns
-from cozyops.manager import DnsManager, rfc2136_provider
 
 pytestmark = pytest.mark.lab
 
@@ -477,7 +477,7 @@ def test_rfc2136_provider_reads_what_it_wrote(lab, tmp_path):
     zone, _, _ = addresses(lab, "knot")
     fleet = write_fleet(tmp_path / "fleet", lab, "knot", [{"domain": f"q{tag()}.{zone}", "server": "h1"}])
     manager = manager_for(fleet)
-    provider = rfc2136_provider(zone, manager.fleet.dns.update)
+    provider = providers.build("rfc2136", zone, manager.fleet.dns.update)
     inside(lab, lambda: manager.apply(manager.plan()))
     data = inside(lab, provider.read)
     for record in records.desired(manager.fleet):

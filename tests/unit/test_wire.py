@@ -8,7 +8,8 @@ import dns.rdatatype
 import dns.update
 import pytest
 
-from cozyops.dns import rfc2136, tsig, wire
+from cozyops.dns import tsig, wire
+from cozyops.dns.providers import rfc2136
 from cozyops.plan import CREATE, DELETE, UPDATE, Change
 
 ZONE = dns.name.from_text("example.org")

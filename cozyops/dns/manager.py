@@ -1,35 +1,26 @@
-"""The one orchestrator of plan and apply (here: a fleet's DNS).
+"""The orchestrator of a fleet's DNS: plan and apply.
 
 It ties the pure parts (desired records, planner, safety, checksum) to the seams with side
-effects (the DNS provider, the authoritative servers, the fleet's state). It never prints: long
-steps take callbacks, failures are raised as :class:`CozyopsError`.
+effects (the DNS provider, through :mod:`cozyops.dns.providers`' interface only; the
+authoritative servers; the fleet's state). It never prints: long steps take callbacks, failures
+are raised as :class:`CozyopsError`. An apply also removes the ACME challenge values an
+interrupted certificate run left (journaled in the fleet's state).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cozyops import planner, state
-from cozyops.dns import propagation, records
+from cozyops.dns import propagation, providers, records
 from cozyops.dns.challenge import ChallengeWriter
-from cozyops.dns.rfc2136 import ApplyResult, BatchOutcome, Rfc2136, ZoneData
-from cozyops.dns.tsig import load_reference
+from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData
 from cozyops.errors import CozyopsError, UnsafePlanError
-from cozyops.model import DnsProviderKind, Fleet, Rfc2136Server
+from cozyops.model import DnsProviderKind, Fleet
 from cozyops.plan import CREATE, UPDATE, Plan, Safety
-
-
-def rfc2136_provider(zone: str, settings: Rfc2136Server, batch_size: int = 1000) -> Rfc2136:
-    assert settings.tsig_key_file is not None
-    key = load_reference(settings.tsig_key_file)
-    if settings.algorithm:
-        key = dataclasses.replace(key, algorithm=settings.algorithm)
-    return Rfc2136(zone, settings.server, key, settings.port, settings.timeout, batch_size,
-                   key_source=str(settings.tsig_key_file))
 
 
 @dataclass
@@ -50,11 +41,13 @@ class DnsManager:
         self.fleet = fleet
         self.zone_data: ZoneData | None = None
         self._desired: list[records.RRset] | None = None
-        self._provider: Rfc2136 | None = None
+        self.cleanup_problems: list[str] = []  # challenge values left by an interrupted run, not removed
+        self._provider: Provider | None = None
 
     @property
     def manual(self) -> bool:
-        return self.fleet.dns.provider is DnsProviderKind.MANUAL
+        """The fleet's provider does not write its zone: the operator pastes the records."""
+        return not self.provider().writes
 
     @property
     def safety(self) -> Safety:
@@ -65,15 +58,21 @@ class DnsManager:
             self._desired = records.desired(self.fleet)
         return self._desired
 
-    def provider(self) -> Rfc2136:
-        if self.manual or self.fleet.dns.update is None:
-            raise CozyopsError(
-                f"fleet {self.fleet.name}", "its DNS provider is manual: cozyops does not write its zone",
-                "paste the records of `cozyops dns plan` at your DNS host, then run `cozyops dns check`",
-            )
+    def provider(self) -> Provider:
+        """The fleet's DNS provider (``cozy_dns.provider``)."""
         if self._provider is None:
-            self._provider = rfc2136_provider(self.fleet.zone, self.fleet.dns.update, self.fleet.dns.batch_size)
+            dns = self.fleet.dns
+            self._provider = providers.build(dns.provider, self.fleet.zone, dns.update, dns.batch_size)
         return self._provider
+
+    def writer(self) -> Provider:
+        """The provider, when cozyops writes the zone through it (else its one-line reason)."""
+        provider = self.provider()
+        try:
+            provider.require_writes()
+        except CozyopsError as error:
+            raise CozyopsError(f"fleet {self.fleet.name}", error.reason, error.hint) from None
+        return provider
 
     @contextlib.contextmanager
     def locked(self, command: str = "") -> Iterator[None]:
@@ -83,12 +82,14 @@ class DnsManager:
     # -- plan ----------------------------------------------------------------------------------
 
     def plan(self, adopt: bool = False) -> Plan:
-        """Desired records against the zone as it is (manual provider: against nothing)."""
-        if self.manual:
-            return planner.plan_dns(self.fleet.name, self.fleet.zone, "manual", self.desired(), {}, marks=False)
-        self.zone_data = self.provider().read()
+        """Desired records against the zone as the provider reads it (a provider that does not
+        write the zone reads it empty, and the plan carries no ownership marks)."""
+        provider = self.provider()
+        self.zone_data = provider.read()
+        if not provider.writes:
+            return planner.plan_dns(self.fleet.name, self.fleet.zone, provider.name, self.desired(), {}, marks=False)
         return planner.plan_dns(
-            self.fleet.name, self.fleet.zone, "rfc2136", self.desired(), self.zone_data.rrsets,
+            self.fleet.name, self.fleet.zone, provider.name, self.desired(), self.zone_data.rrsets,
             serial=self.zone_data.serial, adopt=adopt, mark_ttl=self.fleet.dns.ttl, marks_index=self.zone_data.marks,
         )
 
@@ -116,8 +117,9 @@ class DnsManager:
     # -- apply ---------------------------------------------------------------------------------
 
     def apply(self, plan: Plan, on_batch: Callable[[BatchOutcome], None] | None = None) -> ApplyResult:
-        """Apply the plan's changes; every batch is journaled in the fleet's state."""
-        provider = self.provider()
+        """Apply the plan's changes; every batch is journaled in the fleet's state. Then remove the
+        ACME challenge values an interrupted certificate run left (journaled, so only the fleet's own)."""
+        provider = self.writer()
         journal = state.Journal(self.fleet.state_dir)
         subject = f"{plan.zone} at {provider.where}"
 
@@ -129,7 +131,9 @@ class DnsManager:
                 on_batch(outcome)
 
         try:
-            return provider.apply(plan.changes, record)
+            result = provider.apply(plan.changes, record)
+            self.cleanup_problems = self.challenges().sweep(journal.db)
+            return result
         finally:
             journal.close()
 
@@ -138,9 +142,9 @@ class DnsManager:
         explicit = self.fleet.dns.nameservers
         if explicit:
             return propagation.authoritative_servers(self.fleet.zone, explicit)
-        if not self.manual:
-            data = self.zone_data or self.provider().read()
-            self.zone_data = data
+        data = self.zone_data or self.provider().read()
+        self.zone_data = data
+        if data.nameservers():
             return propagation.authoritative_servers(self.fleet.zone, (), data.nameservers(), data.addresses)
         return propagation.authoritative_servers(self.fleet.zone)
 
@@ -149,7 +153,7 @@ class DnsManager:
         progress: Callable[[list[propagation.ServerReport]], None] | None = None,
     ) -> list[propagation.ServerReport]:
         """Wait until every authoritative server serves the plan's records (or the deadline)."""
-        serial = self.provider().soa_serial()
+        serial = self.writer().soa_serial()
         changed = [
             records.RRset(change.name, change.rtype, change.ttl or 0, change.values)
             for change in plan.changes
@@ -181,9 +185,11 @@ class DnsManager:
         return propagation.check(self.servers(), self.fleet.zone, expected, progress)
 
     def challenges(self) -> ChallengeWriter:
-        providers = [] if self.manual else [self.provider()]
+        """The writer of ACME challenge values: through the fleet's provider when it writes the
+        zone, and the delegated challenge zone's (``cozy_dns.acme_challenge``)."""
+        writers = [self.provider()]
         delegation = self.fleet.dns.acme_challenge
         if delegation:
-            providers.append(rfc2136_provider(delegation.zone, delegation.target))
+            writers.append(providers.build(DnsProviderKind.RFC2136, delegation.zone, delegation.target))
         servers = [address for _, address in self.servers() if address]
-        return ChallengeWriter(self.fleet.zone, providers, servers)
+        return ChallengeWriter(self.fleet.zone, [writer for writer in writers if writer.writes], servers)

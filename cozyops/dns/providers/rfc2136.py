@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import dns.exception
 import dns.message
@@ -30,9 +30,11 @@ import dns.xfr
 
 from cozyops.bulk import paused_gc
 from cozyops.dns import axfr, records, wire
+from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData
 from cozyops.dns.records import RRset
-from cozyops.dns.tsig import TsigKey
-from cozyops.errors import DnsError
+from cozyops.dns.tsig import TsigKey, load_reference
+from cozyops.errors import ConfigError, DnsError
+from cozyops.model import Rfc2136Server
 from cozyops.plan import Change
 
 # An UPDATE's prerequisites did not hold: the zone changed since the plan read it.
@@ -47,60 +49,11 @@ _PLAIN_NAME = re.compile(rb"[a-z0-9_*-]+(?:\.[a-z0-9_*-]+)*")
 
 
 @dataclass
-class ZoneData:
-    """A zone as read by AXFR: every record set, by (relative name, type)."""
-
-    zone: str
-    serial: int
-    rrsets: dict[tuple[str, str], RRset]
-    marks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # TXT values at mark names
-
-    def nameservers(self) -> list[str]:
-        ns = self.rrsets.get(("@", "NS"))
-        return sorted(ns.values) if ns else []
-
-    def addresses(self, fqdn: str) -> list[str]:
-        """The in-zone (glue) addresses of ``fqdn``, if it is in the zone."""
-        suffix = "." + self.zone + "."
-        if not fqdn.endswith(suffix) and fqdn != self.zone + ".":
-            return []
-        name = "@" if fqdn == self.zone + "." else fqdn[: -len(suffix)]
-        found = []
-        for rtype in ("A", "AAAA"):
-            rrset = self.rrsets.get((name, rtype))
-            found.extend(rrset.values if rrset else ())
-        return found
-
-
-@dataclass
 class _InFlight:
     index: int
     batch: list[Change]
     message: dns.message.Message
     started: float
-
-
-@dataclass
-class BatchOutcome:
-    index: int
-    changes: list[Change]
-    ok: bool
-    error: str | None = None
-    seconds: float = 0.0
-    fatal: bool = False  # the next batches would fail the same way: the apply stopped
-
-
-@dataclass
-class ApplyResult:
-    batches: list[BatchOutcome] = field(default_factory=list)
-
-    @property
-    def applied(self) -> int:
-        return sum(len(batch.changes) for batch in self.batches if batch.ok)
-
-    @property
-    def failed(self) -> list[BatchOutcome]:
-        return [batch for batch in self.batches if not batch.ok]
 
 
 def plan_batches(changes: list[Change], batch_size: int, encoder: wire.Encoder | None = None) -> list[list[Change]]:
@@ -127,7 +80,18 @@ def plan_batches(changes: list[Change], batch_size: int, encoder: wire.Encoder |
     return batches
 
 
-class Rfc2136:
+def build(zone: str, settings: Rfc2136Server | None, batch_size: int = 1000) -> Rfc2136:
+    """The provider for ``zone`` from its settings (``cozy_dns``, or ``cozy_dns.acme_challenge``)."""
+    if settings is None or settings.tsig_key_file is None:
+        raise ConfigError(f"zone {zone}", "cozy_dns: the rfc2136 provider needs server and tsig_key_file")
+    key = load_reference(settings.tsig_key_file)
+    if settings.algorithm:
+        key = replace(key, algorithm=settings.algorithm)
+    return Rfc2136(zone, settings.server, key, settings.port, settings.timeout, batch_size,
+                   key_source=str(settings.tsig_key_file))
+
+
+class Rfc2136(Provider):
     """One zone on one server, with one key."""
 
     name = "rfc2136"
@@ -145,6 +109,9 @@ class Rfc2136:
 
     def __repr__(self) -> str:
         return f"Rfc2136({self.zone!r} at {self.where}, key {self.key.name!r})"
+
+    def describe(self) -> str:
+        return f"rfc2136 provider of zone {self.zone} at {self.where} (TSIG key {self.key.name})"
 
     @property
     def where(self) -> str:
@@ -398,11 +365,3 @@ class Rfc2136:
         except Exception as error:  # noqa: BLE001
             raise self.explain(error) from None
         return len(builders)
-
-    def present_txt(self, fqdn: str, value: str, ttl: int = 60) -> None:
-        """Add the TXT value at ``fqdn`` beside any others (apex and wildcard need two at one name)."""
-        self.change_txts(adds=[(fqdn, value, ttl)])
-
-    def cleanup_txt(self, fqdn: str, value: str) -> None:
-        """Remove this TXT value only; the other values at ``fqdn`` stay."""
-        self.change_txts(deletes=[(fqdn, value)])
