@@ -84,7 +84,7 @@ def unsigned_refused(lab: Lab) -> str:
     """Updates and zone transfers without the key are refused by both servers."""
     outcomes = []
     for server in lab.dns_servers():
-        for zone in lab.spec.zones:
+        for zone in server["serves"]:
             update = dns.update.UpdateMessage(f"{zone}.")
             update.add(f"intruder.{zone}.", 60, "A", "192.0.2.1")
             rcode = dns.query.tcp(update, server["address"], timeout=5).rcode()
@@ -97,12 +97,13 @@ def unsigned_refused(lab: Lab) -> str:
             else:
                 raise LabError(f"{server['name']} {zone}", "allowed an unsigned zone transfer")
             outcomes.append(dns.rcode.to_text(rcode))
-    return f"unsigned UPDATE and AXFR refused by both servers for both zones ({', '.join(sorted(set(outcomes)))})"
+    rcodes = ", ".join(sorted(set(outcomes)))
+    return f"unsigned UPDATE and AXFR refused by every server for each of its zones ({rcodes})"
 
 
 def serves_both_zones(lab: Lab, server: dict) -> str:
     serials = [
-        f"{zone} serial {probe.soa_serial(server['address'], zone)}" for zone in lab.spec.zones
+        f"{zone} serial {probe.soa_serial(server['address'], zone)}" for zone in server["serves"]
     ]
     return f"{server['software']} at {server['address']}:{server['port']}: " + ", ".join(serials)
 
@@ -220,7 +221,8 @@ def dns_for_the_fleet(lab: Lab) -> str:
     instance = manager.fleet.instances[0]
     app = f"drive.{instance.domain}" if manager.fleet.subdomains == "nested" else \
         instance.domain.replace(".", "-drive.", 1)
-    answers = {server["name"]: _a(server["address"], app) for server in lab.dns_servers()}
+    answers = {server["name"]: _a(server["address"], app) for server in lab.dns_servers()
+               if manager.fleet.zone in server["serves"]}
     wanted = manager.fleet.servers[instance.server].ipv4
     if any(answer != [wanted] for answer in answers.values()):
         raise LabError(f"DNS for {app}", f"answers {answers}, not {wanted}")
@@ -269,10 +271,11 @@ def _a(address: str, name: str) -> list[str]:
 
 def steps(lab: Lab) -> list[Step]:
     key = lab.key()
-    bind, knot = lab.dns_servers()
+    bind, knot, powerdns = lab.dns_servers()
     found = [
-        Step("BIND answers for both zones", lambda: serves_both_zones(lab, bind)),
-        Step("Knot answers for both zones", lambda: serves_both_zones(lab, knot)),
+        Step("BIND answers for the three zones", lambda: serves_both_zones(lab, bind)),
+        Step("Knot answers for the three zones", lambda: serves_both_zones(lab, knot)),
+        Step(f"PowerDNS answers for {lab.spec.zone3}", lambda: serves_both_zones(lab, powerdns)),
         Step(
             f"an update through BIND ({lab.spec.zone}) is served by Knot",
             lambda: update_propagates(lab, key, lab.spec.zone),

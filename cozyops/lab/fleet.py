@@ -9,6 +9,11 @@ import yaml
 from cozyops import files
 from cozyops.lab.spec import LabSpec
 
+# The ready fleets of the lab's third zone, one per provider that writes it through PowerDNS's API.
+PROVIDERS = ("powerdns", "lexicon")
+API_KEY = "secrets/powerdns-api.key"
+LEXICON_CREDENTIALS = "secrets/lexicon.yml"
+
 HEADER = (
     "# Written by `cozyops lab up` for lab {id}; rewritten by every `lab up`.\n"
     "# Keys: see inventories/example/ in cozyops.\n"
@@ -35,6 +40,29 @@ def group_vars(spec: LabSpec, email: str) -> dict:
             "ca_bundle": "secrets/ca.pem",
         },
     }
+
+
+def provider_group_vars(spec: LabSpec, provider: str, email: str) -> dict:
+    """The fleet ``lab-<id>-<provider>`` in the third zone (PowerDNS's), written through
+    PowerDNS's API directly or through dns-lexicon's powerdns provider."""
+    data = group_vars(spec, email)
+    data["cozy_fleet_name"] = f"lab-{spec.id}-{provider}"
+    data["cozy_zone"] = spec.zone3
+    if provider == "powerdns":
+        data["cozy_dns"] = {
+            "provider": "powerdns",
+            "api_url": spec.powerdns_api,
+            "server_id": "localhost",
+            "api_key_file": API_KEY,
+        }
+    else:
+        data["cozy_dns"] = {
+            "provider": "lexicon",
+            "lexicon_provider": "powerdns",
+            "lexicon_options": {"pdns_server": spec.powerdns_api, "pdns_server_id": "localhost"},
+            "credentials_file": LEXICON_CREDENTIALS,
+        }
+    return data
 
 
 def subdomain_mode(fleet: Path) -> str:
@@ -71,12 +99,26 @@ def write(
     hosts: list[dict] | None = None,
     ssh_key: Path | None = None,
     ssh_config: Path | None = None,
+    provider: str | None = None,
+    api_key_file: Path | None = None,
 ) -> None:
-    """Write (or refresh) the lab's fleet. instances.yml is created once and then left alone."""
+    """Write (or refresh) the lab's fleet, or with ``provider`` the fleet of the third zone
+    written through it (with PowerDNS's API key from ``api_key_file``). instances.yml is created
+    once and then left alone."""
     (fleet / "group_vars").mkdir(parents=True, exist_ok=True)
     secrets = files.private_dir(fleet / "secrets")
     header = HEADER.format(id=spec.id)
-    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(group_vars(spec, f"admin@{spec.zone}")))
+    if provider is None:
+        settings = group_vars(spec, f"admin@{spec.zone}")
+    else:
+        assert api_key_file is not None
+        settings = provider_group_vars(spec, provider, f"admin@{spec.zone3}")
+        key = api_key_file.read_text().strip()
+        if provider == "powerdns":
+            files.write_private(fleet / API_KEY, key + "\n")
+        else:  # lexicon's options for its powerdns provider: the secret one
+            files.write_private(fleet / LEXICON_CREDENTIALS, _dump({"auth_token": key}))
+    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(settings))
     files.write_atomic(fleet / "hosts.yml", header + _dump(inventory(hosts or [], ssh_key, ssh_config)))
     instances = fleet / "instances.yml"
     if not instances.exists():

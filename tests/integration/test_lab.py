@@ -1,4 +1,4 @@
-"""The lab's services, for real: BIND and Knot serving each other's zones, TSIG, pebble."""
+"""The lab's services, for real: BIND, Knot and PowerDNS serving each other's zones, TSIG, pebble."""
 
 from __future__ import annotations
 
@@ -31,13 +31,18 @@ def test_status_json_reports_dns_and_acme_ok(lab):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["ok"] and status["dns"]["ok"] and status["acme"]["ok"]
-    assert status["zones"] == [lab.spec.zone, lab.spec.zone2]
+    assert status["zones"] == [lab.spec.zone, lab.spec.zone2, lab.spec.zone3]
     assert {(s["name"], s["address"], s["port"]) for s in status["dns"]["servers"]} == {
         ("bind", lab.spec.bind_address, 53),
         ("knot", lab.spec.knot_address, 53),
+        ("powerdns", lab.spec.powerdns_address, 53),
     }
-    # named, knotd, pebble, the apt proxy and one init per host
-    assert len(status["pids"]) == 6 and all(procs.pid_alive(pid) for pid in status["pids"])
+    powerdns = next(s for s in status["dns"]["servers"] if s["name"] == "powerdns")
+    assert powerdns["api_url"] == f"http://{lab.spec.powerdns_address}:8081" and powerdns["ok"]
+    assert list(powerdns["zones"]) == [lab.spec.zone3]
+    assert status["fleets"] == {"powerdns": str(lab.dir / "fleet-powerdns"), "lexicon": str(lab.dir / "fleet-lexicon")}
+    # pdns_server, named, knotd, pebble, the apt proxy and one init per host
+    assert len(status["pids"]) == 7 and all(procs.pid_alive(pid) for pid in status["pids"])
     assert [(h["name"], h["address"], h["ok"]) for h in status["hosts"]] == [
         ("h1", lab.spec.host(1).address, True),
         ("h2", lab.spec.host(2).address, True),
@@ -58,7 +63,7 @@ def test_dig_through_lab_exec_answers_for_both_zones(lab, server, which_zone):
     assert f"hostmaster.{zone}." in result.stdout
 
 
-def test_zones_have_ns_and_glue_for_both_servers(lab):
+def test_zones_have_ns_and_glue_for_their_servers(lab):
     def lookup():
         answers = {}
         for zone in lab.spec.zones:
@@ -70,16 +75,50 @@ def test_zones_have_ns_and_glue_for_both_servers(lab):
         return answers
 
     answers = netns.inside(lab.spec.netns, lookup)
-    for zone in lab.spec.zones:
+    for zone in lab.spec.zones[:2]:
         assert answers[zone] == [f"ns1.{zone}.", f"ns2.{zone}."]
         addresses = {answers[f"ns1.{zone}."][0], answers[f"ns2.{zone}."][0]}
         assert addresses == {lab.spec.bind_address, lab.spec.knot_address}
+    zone3 = lab.spec.zone3
+    assert answers[zone3] == [f"ns1.{zone3}.", f"ns2.{zone3}.", f"ns3.{zone3}."]
+    assert [answers[f"ns{n}.{zone3}."][0] for n in (1, 2, 3)] == [
+        lab.spec.powerdns_address, lab.spec.bind_address, lab.spec.knot_address]
 
 
 @pytest.mark.parametrize("which_zone", [0, 1])
 def test_an_update_through_the_primary_is_served_by_the_secondary(lab, which_zone):
     detail = netns.inside(lab.spec.netns, lambda: demo.update_propagates(lab, lab.key(), lab.spec.zones[which_zone]))
     assert "served by" in detail
+
+
+def test_a_write_through_powerdns_api_is_served_by_bind_and_knot(lab):
+    """PowerDNS's API changes the zone; its signed NOTIFY brings BIND and Knot (its secondaries) along."""
+    import time
+
+    import requests
+
+    key = lab.powerdns_api_key()
+    zone, name = lab.spec.zone3, f"api-write.{lab.spec.zone3}."
+    url = f"{lab.spec.powerdns_api}/api/v1/servers/localhost/zones/{zone}."
+
+    def write_and_wait():
+        rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE",
+                 "records": [{"content": '"through the API"', "disabled": False}]}
+        answer = requests.patch(url, json={"rrsets": [rrset]}, headers={"X-API-Key": key}, timeout=5)
+        assert answer.status_code == 204, answer.text
+        wrong = requests.patch(url, json={"rrsets": [rrset]}, headers={"X-API-Key": "wrong"}, timeout=5)
+        assert wrong.status_code == 401
+        deadline = time.monotonic() + 10
+        served = {}
+        while time.monotonic() < deadline:
+            served = {address: demo._txt(address, name)
+                      for address in (lab.spec.powerdns_address, lab.spec.bind_address, lab.spec.knot_address)}
+            if all(values == ["through the API"] for values in served.values()):
+                return served
+            time.sleep(0.1)
+        raise AssertionError(f"not served everywhere after 10 s: {served}")
+
+    netns.inside(lab.spec.netns, write_and_wait)
 
 
 def test_unsigned_updates_and_transfers_are_refused(lab):
