@@ -654,6 +654,8 @@ class Lab:
             "COZYOPS_LAB_DNS_POWERDNS": self.spec.powerdns_address,
             "COZYOPS_LAB_POWERDNS_API": self.spec.powerdns_api,
             "COZYOPS_LAB_POWERDNS_API_KEY_FILE": str(self.powerdns_key_file),
+            "COZYOPS_LAB_FLEET_POWERDNS": str(self.provider_fleet_dir("powerdns")),
+            "COZYOPS_LAB_FLEET_LEXICON": str(self.provider_fleet_dir("lexicon")),
             "COZYOPS_LAB_TSIG_KEY_FILE": str(self.key_file),
             "COZYOPS_LAB_ACME_DIRECTORY": self.spec.acme_directory,
             "COZYOPS_LAB_ACME_CA_BUNDLE": str(pebble.ca_bundle),

@@ -15,6 +15,7 @@ messages; each failure is one :class:`DnsError` line naming the zone and the API
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -29,6 +30,11 @@ from cozyops.model import DEFAULT_TTL, PowerDnsApi
 from cozyops.plan import Change
 
 PRIMARY_KINDS = {"master", "primary"}
+# A PATCH is one transaction (rolled back on failure) of REPLACE/DELETE changes: sending it again
+# is safe. PowerDNS answers 500 when its backend is busy (SQLite: "database is locked" while the
+# communicator writes); such answers are retried after these pauses.
+RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0)
+RETRY_STATUSES = {500, 502, 503, 504}
 
 
 def build(zone: str, settings: PowerDnsApi | None, batch_size: int = 1000) -> PowerDns:
@@ -66,8 +72,16 @@ class PowerDns(Provider):
         return DnsError(f"zone {self.zone} at PowerDNS API {self.settings.api_url}", reason, hint)
 
     def _request(self, method: str, url: str, **kwargs) -> requests.Response:
+        for pause in (*RETRY_PAUSES, None):
+            response = self._send(method, url, **kwargs)
+            if response.status_code not in RETRY_STATUSES or pause is None:
+                break
+            time.sleep(pause)
+        return self._checked(response)
+
+    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
         try:
-            response = self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
+            return self.session.request(method, url, timeout=self.settings.timeout, **kwargs)
         except requests.exceptions.SSLError as error:
             raise self._error(f"TLS: {error.__class__.__name__}", "cozy_dns.ca_bundle: the CA of the API's "
                               "certificate") from None
@@ -78,6 +92,8 @@ class PowerDns(Provider):
                 from None
         except requests.exceptions.RequestException as error:
             raise self._error(f"{error.__class__.__name__}") from None
+
+    def _checked(self, response: requests.Response) -> requests.Response:
         if response.status_code < 400:
             return response
         try:
