@@ -80,6 +80,39 @@ def update_propagates(lab: Lab, key: TsigKey, zone: str) -> str:
     )
 
 
+def api_write_propagates(lab: Lab) -> str:
+    """A TXT record written through PowerDNS's HTTP API is served by BIND and Knot, its secondaries
+    (PowerDNS's NOTIFY, then AXFR, both signed); a wrong API key is refused."""
+    import requests
+
+    zone, key = lab.spec.zone3, lab.powerdns_api_key()
+    name, token = f"_cozyops-demo.{zone}.", secrets.token_hex(8)
+    url = f"{lab.spec.powerdns_api}/api/v1/servers/localhost/zones/{zone}."
+
+    def patch(records: list[str], api_key: str) -> int:
+        rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE" if records else "DELETE",
+                 "records": [{"content": f'"{value}"', "disabled": False} for value in records]}
+        return requests.patch(url, json={"rrsets": [rrset]}, headers={"X-API-Key": api_key}, timeout=5).status_code
+
+    if patch([token], "not-the-key") != 401:
+        raise LabError(f"PowerDNS API {lab.spec.powerdns_api}", "accepted a wrong API key")
+    started = time.monotonic()
+    status = patch([token], key)
+    if status != 204:
+        raise LabError(f"PowerDNS API {lab.spec.powerdns_api}", f"PATCH answered HTTP {status}")
+    servers = {"BIND": lab.spec.bind_address, "Knot": lab.spec.knot_address}
+    try:
+        while not all(token in _txt(address, name) for address in servers.values()):
+            if time.monotonic() - started > PROPAGATION_DEADLINE:
+                late = [server for server, address in servers.items() if token not in _txt(address, name)]
+                raise LabError(", ".join(late), f"does not serve {name} {PROPAGATION_DEADLINE:.0f} s after the write")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    finally:
+        patch([], key)
+    return f"TXT {name} written through PowerDNS's API, served by BIND and Knot after {elapsed * 1000:.0f} ms"
+
+
 def unsigned_refused(lab: Lab) -> str:
     """Updates and zone transfers without the key are refused by both servers."""
     outcomes = []
@@ -284,6 +317,8 @@ def steps(lab: Lab) -> list[Step]:
             f"an update through Knot ({lab.spec.zone2}) is served by BIND",
             lambda: update_propagates(lab, key, lab.spec.zone2),
         ),
+        Step(f"a write through PowerDNS's API ({lab.spec.zone3}) is served by BIND and Knot",
+             lambda: api_write_propagates(lab)),
         Step("updates and transfers need the TSIG key", lambda: unsigned_refused(lab)),
         Step("the ACME directory answers", lambda: acme_answers(lab)),
     ]
