@@ -131,3 +131,18 @@ def test_marks_and_challenges_keep_the_other_values():
     assert added[("_acme-challenge.a", "TXT")].values == ('"other"', '"tok"')
     removed = api.txt_after([], [("_acme-challenge.a.example.org", "other")], "example.org", txt)
     assert removed == {("_acme-challenge.a", "TXT"): None}
+
+
+@pytest.mark.parametrize(("rtype", "text"), [
+    ("TXT", '"cozyops-owner=f" "alice A,AAAA" "*.alice A"'), ("TXT", '"x\\"y"'), ("TXT", '"caf\\195\\169"'),
+    ("TXT", "unquoted"), ("A", "192.0.2.1"), ("AAAA", "2001:DB8:0:0::10"), ("CAA", '0 issue "letsencrypt.org"'),
+    ("CNAME", "target.example.net."), ("NSEC3PARAM", "not parsable"),
+])
+def test_api_values_compare_as_dnspython_prints_them(rtype, text):
+    from cozyops.dns import records
+
+    try:
+        expected = records.canonical(rtype, text)
+    except Exception:  # noqa: BLE001 - kept as it is
+        expected = text
+    assert api.canonical(rtype, text) == expected
