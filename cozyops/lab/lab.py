@@ -272,6 +272,9 @@ class Lab:
                 running = state.process(service.name)
                 if running and procs.alive(running):
                     continue
+                if isinstance(service, PowerDns) and not fresh and not state.process(service.name):
+                    raise LabError(f"lab {self.spec.id}", "was brought up by a cozyops without PowerDNS (its "
+                                   "third zone)", "`cozyops lab down`, then `cozyops lab up`")
                 report(f"starting {service.name}")
                 if fresh or not service.config.exists():
                     service.prepare()
