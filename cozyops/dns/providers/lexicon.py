@@ -97,6 +97,10 @@ class Lexicon(Provider):
         if self._client is not None:
             return self._client
         name = self.settings.provider
+        # lexicon's Client would guess the zone (tldextract) before building the provider: the
+        # provider class is built here instead, with the zone given. lexicon 3.x keeps its
+        # providers in lexicon._private.providers (the version is pinned; lexicon's own CLI and
+        # Client load them from there the same way).
         try:
             from lexicon.config import ConfigResolver
 
