@@ -16,6 +16,9 @@ In one run, on a lab of its own (brought up in a temporary directory and purged 
    need; the ownership marks cozyops writes beside them are not counted;
 3. the second apply (nothing to change: the zone is read back by AXFR and planned), and the time
    until Knot, the secondary, serves the new serial;
+3b. the same ``--instances`` through PowerDNS's HTTP API (the powerdns provider: RRset PATCHes of
+   1,000 record sets) into the lab's third zone, PowerDNS's: end to end and per record, beside
+   RFC 2136 into BIND, and the time until BIND and Knot (its secondaries) serve the new serial;
 4. planning ``--plan`` instances, in memory: desired records, then the plan against a zone
    already holding them all with 1 % of the instances moved (the checksum included), median of
    three runs; loading the same fleet from its YAML files is timed apart.
@@ -43,7 +46,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cozyops import inventory  # noqa: E402
+from cozyops import files, inventory  # noqa: E402
 from cozyops.dns import planner, records, tsig  # noqa: E402
 from cozyops.dns.plan import DELETE  # noqa: E402
 from cozyops.lab import netns, probe  # noqa: E402
@@ -62,22 +65,28 @@ TARGET_RATIO = 300
 TARGET_PLAN_SECONDS = 2.0
 
 
-def write_fleet(root: Path, lab: Lab, count: int) -> Path:
+def write_fleet(root: Path, lab: Lab, count: int, provider: str = "rfc2136") -> Path:
     (root / "group_vars").mkdir(parents=True)
     tsig.write(root / "secrets/tsig.key", lab.key())
+    zone = lab.spec.zone
+    dns_settings = {"provider": "rfc2136", "server": lab.spec.bind_address, "tsig_key_file": "secrets/tsig.key"}
+    if provider == "powerdns":
+        zone = lab.spec.zone3
+        files.write_private(root / "secrets/powerdns-api.key", lab.powerdns_api_key() + "\n")
+        dns_settings = {"provider": "powerdns", "api_url": lab.spec.powerdns_api,
+                        "api_key_file": "secrets/powerdns-api.key"}
     group_vars = {
         "cozy_fleet_name": "bench",
-        "cozy_zone": lab.spec.zone,
+        "cozy_zone": zone,
         "cozy_subdomains": "nested",
-        "cozy_dns": {"provider": "rfc2136", "server": lab.spec.bind_address, "tsig_key_file": "secrets/tsig.key",
-                     "ttl": 300, "unsafe_changes": 10**9},
+        "cozy_dns": {**dns_settings, "ttl": 300, "unsafe_changes": 10**9},
         "cozy_acme": {"directory": "letsencrypt"},
     }
     (root / "group_vars/all.yml").write_text(yaml.safe_dump(group_vars))
     hosts = {"all": {"hosts": {"h1": {"ansible_host": "192.0.2.10", "cozy_public_ipv6": "2001:db8::10"}}}}
     (root / "hosts.yml").write_text(yaml.safe_dump(hosts))
     lines = ["instances:"]
-    lines += [f"  - {{domain: i{i:06d}.{lab.spec.zone}, server: h1, apps: [home, drive, photos, settings, store]}}"
+    lines += [f"  - {{domain: i{i:06d}.{zone}, server: h1, apps: [home, drive, photos, settings, store]}}"
               for i in range(count)]
     (root / "instances.yml").write_text("\n".join(lines) + "\n")
     return root
@@ -117,14 +126,16 @@ def cozyops_apply(lab: Lab, fleet: Path, env: dict) -> tuple[float, dict]:
     return netns.inside(lab.spec.netns, run)
 
 
-def knot_catch_up(lab: Lab) -> float:
+def catch_up(lab: Lab, zone: str, primary: str, secondaries: list[str]) -> float:
+    """Seconds until every secondary serves the primary's serial of ``zone``."""
     def wait() -> float:
         started = time.perf_counter()
-        target = probe.soa_serial(lab.spec.bind_address, lab.spec.zone, tcp=True)
-        while probe.soa_serial(lab.spec.knot_address, lab.spec.zone, tcp=True) < target:
-            if time.perf_counter() - started > 120:
-                raise SystemExit("Knot did not catch up within 120 s")
-            time.sleep(0.02)
+        target = probe.soa_serial(primary, zone, tcp=True)
+        for secondary in secondaries:
+            while probe.soa_serial(secondary, zone, tcp=True) < target:
+                if time.perf_counter() - started > 120:
+                    raise SystemExit(f"{secondary} did not catch up within 120 s")
+                time.sleep(0.02)
         return time.perf_counter() - started
 
     return netns.inside(lab.spec.netns, wait)
@@ -207,12 +218,30 @@ def main() -> int:
         print(f"  {wanted / seconds:.0f} records/s, {cost * 1e6:.1f} us per record", flush=True)
         print(f"  ratio to nsupdate's median per record: {ratio:.0f}x (to its mean: {mean / cost:.0f}x; target >= "
               f"{TARGET_RATIO}x)", flush=True)
-        catch_up = knot_catch_up(lab)
-        print(f"  Knot (secondary) serves the new serial {catch_up:.2f} s after the apply returned", flush=True)
+        knot = catch_up(lab, lab.spec.zone, lab.spec.bind_address, [lab.spec.knot_address])
+        print(f"  Knot (secondary) serves the new serial {knot:.2f} s after the apply returned", flush=True)
         again, second = cozyops_apply(lab, fleet, env)
         assert second["summary"] == {"create": 0, "update": 0, "delete": 0, "conflicts": 0}, second
         print(f"second apply (no change: instances.yml from its cache, AXFR of the zone, plan): {again:.2f} s",
               flush=True)
+
+        powerdns_fleet = write_fleet(workdir / "fleet-powerdns", lab, args.instances, "powerdns")
+        api_seconds, api_report = cozyops_apply(lab, powerdns_fleet, env)
+        assert api_report["summary"]["create"] > 0 and not api_report["failed"], api_report
+        api_cost = api_seconds / wanted
+        print(f"cozyops dns apply through PowerDNS's HTTP API, the same {args.instances} instances and {wanted} "
+              f"records ({api_report['batches']} PATCH requests): {api_seconds:.2f} s end to end (the apply alone "
+              f"{api_report['seconds']['apply']:.2f} s)", flush=True)
+        print(f"  {wanted / api_seconds:.0f} records/s, {api_cost * 1e6:.1f} us per record; RFC 2136 into BIND: "
+              f"{cost * 1e6:.1f} us per record ({api_cost / cost:.1f}x as long through the API); "
+              f"{median / api_cost:.0f}x nsupdate's median per record", flush=True)
+        secondaries = catch_up(lab, lab.spec.zone3, lab.spec.powerdns_address,
+                               [lab.spec.bind_address, lab.spec.knot_address])
+        print(f"  BIND and Knot (PowerDNS's secondaries) serve the new serial {secondaries:.2f} s after the apply "
+              "returned", flush=True)
+        api_again, api_second = cozyops_apply(lab, powerdns_fleet, env)
+        assert api_second["summary"] == {"create": 0, "update": 0, "delete": 0, "conflicts": 0}, api_second
+        print(f"  second apply through the API (no change: the zone read by GET, plan): {api_again:.2f} s", flush=True)
 
         load = load_fleet_files(args.plan, workdir, lab)
         runs = sorted((plan_in_memory(args.plan) for _ in range(3)), key=lambda run: run["total"])

@@ -45,6 +45,8 @@ from cozyops.model import (
     DnsSettings,
     Fleet,
     Instance,
+    LexiconApi,
+    PowerDnsApi,
     Rfc2136Server,
     Server,
     SubdomainMode,
@@ -410,19 +412,24 @@ def _required(vars_: _Vars, key: str, default_label: str) -> _Setting:
     return setting
 
 
+def _secret_reference(root: Path, body: dict, label: str, key: str, name: str) -> Path | None:
+    """``<name>_file`` (a private file) or ``<name>_env`` (``Path("env:VARIABLE")``), else None."""
+    if body.get(f"{name}_file") is not None:
+        return _secret_file(root, body[f"{name}_file"], label, f"{key}.{name}_file")
+    if body.get(f"{name}_env") is not None:
+        variable = _string(body[f"{name}_env"], label, f"{key}.{name}_env")
+        if not os.environ.get(variable):
+            raise ConfigError(label, f"{key}.{name}_env: the environment variable {variable} is not set")
+        return Path(f"env:{variable}")
+    return None
+
+
 def _rfc2136(root: Path, body: dict, label: str, key: str) -> Rfc2136Server:
     if "server" not in body or body["server"] is None:
         raise ConfigError(label, f"{key}.server: missing (the address of the DNS server that takes updates)")
     server = _string(body["server"], label, f"{key}.server")
     port = _number(body.get("port", 53), label, f"{key}.port", int, 1, 65535)
-    key_file = None
-    if body.get("tsig_key_file") is not None:
-        key_file = _secret_file(root, body["tsig_key_file"], label, f"{key}.tsig_key_file")
-    elif body.get("tsig_key_env") is not None:
-        variable = _string(body["tsig_key_env"], label, f"{key}.tsig_key_env")
-        if not os.environ.get(variable):
-            raise ConfigError(label, f"{key}.tsig_key_env: the environment variable {variable} is not set")
-        key_file = Path(f"env:{variable}")
+    key_file = _secret_reference(root, body, label, key, "tsig_key")
     algorithm = None
     if body.get("algorithm") is not None:
         from cozyops.dns import tsig
@@ -436,6 +443,45 @@ def _rfc2136(root: Path, body: dict, label: str, key: str) -> Rfc2136Server:
     return Rfc2136Server(server, port, key_file, algorithm, timeout)
 
 
+def _powerdns(root: Path, body: dict, label: str, key: str) -> PowerDnsApi:
+    """cozy_dns for the powerdns provider: api_url, server_id, api_key_file (or api_key_env)."""
+    url = _string(body.get("api_url") or "", label, f"{key}.api_url") if body.get("api_url") else None
+    if url is None:
+        raise ConfigError(label, f"{key}.api_url: missing (PowerDNS's API, e.g. http://ns1.example.org:8081)")
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(label, f"{key}.api_url: must be an http:// or https:// URL, not {url!r}")
+    key_file = _secret_reference(root, body, label, key, "api_key")
+    if key_file is None:
+        raise ConfigError(label, f"{key}.api_key_file: missing", "PowerDNS's api-key in a file of mode 0600")
+    ca_bundle = None
+    if body.get("ca_bundle") is not None:
+        ca_bundle = root / _string(body["ca_bundle"], label, f"{key}.ca_bundle")
+        if not ca_bundle.is_file():
+            raise ConfigError(label, f"{key}.ca_bundle: {ca_bundle} does not exist")
+    return PowerDnsApi(
+        url.rstrip("/").removesuffix("/api/v1"), key_file,
+        _string(body.get("server_id", "localhost"), label, f"{key}.server_id"),
+        _number(body.get("timeout", DEFAULT_TIMEOUT), label, f"{key}.timeout", float, 0.1, 600), ca_bundle,
+    )
+
+
+def _lexicon(root: Path, body: dict, label: str, key: str) -> LexiconApi:
+    """cozy_dns for the lexicon provider: lexicon_provider, lexicon_options (not secret) and
+    credentials_file (the secret options; else lexicon's own LEXICON_<PROVIDER>_<OPTION> variables)."""
+    if not body.get("lexicon_provider"):
+        raise ConfigError(label, f"{key}.lexicon_provider: missing (a provider name of dns-lexicon, e.g. ovh)")
+    name = _string(body["lexicon_provider"], label, f"{key}.lexicon_provider").lower()
+    if not re.match(r"^[a-z0-9_]+$", name):
+        raise ConfigError(label, f"{key}.lexicon_provider: {name!r} is not a lexicon provider name")
+    options = _mapping(body.get("lexicon_options"), label, f"{key}.lexicon_options")
+    pairs = tuple(sorted((str(option), _string(value, label, f"{key}.lexicon_options.{option}"))
+                         for option, value in options.items()))
+    credentials = None
+    if body.get("credentials_file") is not None:
+        credentials = _secret_file(root, body["credentials_file"], label, f"{key}.credentials_file")
+    return LexiconApi(name, pairs, credentials)
+
+
 def _dns(root: Path, setting: _Setting, zone: str) -> DnsSettings:
     label, key = setting.source, "cozy_dns"
     body = _mapping(setting.value, label, key)
@@ -443,9 +489,16 @@ def _dns(root: Path, setting: _Setting, zone: str) -> DnsSettings:
     try:
         provider = DnsProviderKind(provider_text)
     except ValueError:
-        raise ConfigError(label, f"{key}.provider: must be rfc2136 or manual, not {provider_text!r}") from None
-    update = _rfc2136(root, body, label, key) if provider is DnsProviderKind.RFC2136 else None
-    if update is not None and update.tsig_key_file is None:
+        choices = ", ".join(kind.value for kind in DnsProviderKind)
+        raise ConfigError(label, f"{key}.provider: must be one of {choices}, not {provider_text!r}") from None
+    update: Rfc2136Server | PowerDnsApi | LexiconApi | None = None
+    if provider is DnsProviderKind.RFC2136:
+        update = _rfc2136(root, body, label, key)
+    elif provider is DnsProviderKind.POWERDNS:
+        update = _powerdns(root, body, label, key)
+    elif provider is DnsProviderKind.LEXICON:
+        update = _lexicon(root, body, label, key)
+    if isinstance(update, Rfc2136Server) and update.tsig_key_file is None:
         raise ConfigError(
             label, f"{key}.tsig_key_file: missing", "updates must be signed: a tsig-keygen file, mode 0600"
         )

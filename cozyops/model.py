@@ -41,6 +41,8 @@ class SubdomainMode(enum.StrEnum):
 class DnsProviderKind(enum.StrEnum):
     RFC2136 = "rfc2136"
     MANUAL = "manual"
+    POWERDNS = "powerdns"  # PowerDNS's HTTP API
+    LEXICON = "lexicon"  # a registrar's API through dns-lexicon
 
 
 class Connection(enum.StrEnum):
@@ -97,6 +99,28 @@ class Rfc2136Server:
 
 
 @dataclass(frozen=True)
+class PowerDnsApi:
+    """PowerDNS's HTTP API: where it is, which server, and the file holding the API key."""
+
+    api_url: str  # http(s)://host:port, without /api/v1
+    api_key_file: Path  # or Path("env:VARIABLE")
+    server_id: str = "localhost"
+    timeout: float = DEFAULT_TIMEOUT
+    ca_bundle: Path | None = None  # to verify an https API's certificate
+
+
+@dataclass(frozen=True)
+class LexiconApi:
+    """A DNS provider's API through dns-lexicon: its name (as lexicon spells it), its options
+    (not secret), and its secret ones from a file (else lexicon's LEXICON_<PROVIDER>_<OPTION>
+    environment variables)."""
+
+    provider: str
+    options: tuple[tuple[str, str], ...] = ()
+    credentials_file: Path | None = None  # YAML mapping of option: value, mode 0600
+
+
+@dataclass(frozen=True)
 class ChallengeDelegation:
     """``_acme-challenge.<name>`` is a CNAME into ``zone``, which cozyops updates instead."""
 
@@ -107,7 +131,7 @@ class ChallengeDelegation:
 @dataclass(frozen=True)
 class DnsSettings:
     provider: DnsProviderKind
-    update: Rfc2136Server | None = None  # None only for the manual provider
+    update: Rfc2136Server | PowerDnsApi | LexiconApi | None = None  # the provider's settings (none: manual)
     ttl: int = DEFAULT_TTL
     batch_size: int = DEFAULT_BATCH_SIZE
     nameservers: tuple[str, ...] = ()  # authoritative servers to check; default: the zone's NS

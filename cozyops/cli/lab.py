@@ -112,6 +112,7 @@ def up(
     lab_id: str = IdOption,
     zone: str = typer.Option(None, "--zone", help="The lab's main zone, BIND's (default: cozy.test)."),
     zone2: str = typer.Option(None, "--zone2", help="The second zone, Knot's (default: cozy2.test)."),
+    zone3: str = typer.Option(None, "--zone3", help="The third zone, PowerDNS's (default: cozy3.test)."),
     hosts: int = typer.Option(
         None, "--hosts", min=0, help=f"How many hosts h1..hN (default: {DEFAULT_HOSTS}); a lab keeps the hosts it has."
     ),
@@ -123,7 +124,7 @@ def up(
     json: bool = JsonOption,
 ) -> None:
     """Bring the lab up, or complete a lab that is up (nothing running is restarted)."""
-    lab = Lab.open(lab_id, directory, zone=zone, zone2=zone2)
+    lab = Lab.open(lab_id, directory, zone=zone, zone2=zone2, zone3=zone3)
     started = time.monotonic()
     with err_console.status(f"bringing lab {lab.spec.id} up"):
         lab.up(report=_step, hosts_wanted=hosts, with_stack=with_stack)

@@ -80,11 +80,44 @@ def update_propagates(lab: Lab, key: TsigKey, zone: str) -> str:
     )
 
 
+def api_write_propagates(lab: Lab) -> str:
+    """A TXT record written through PowerDNS's HTTP API is served by BIND and Knot, its secondaries
+    (PowerDNS's NOTIFY, then AXFR, both signed); a wrong API key is refused."""
+    import requests
+
+    zone, key = lab.spec.zone3, lab.powerdns_api_key()
+    name, token = f"_cozyops-demo.{zone}.", secrets.token_hex(8)
+    url = f"{lab.spec.powerdns_api}/api/v1/servers/localhost/zones/{zone}."
+
+    def patch(records: list[str], api_key: str) -> int:
+        rrset = {"name": name, "type": "TXT", "ttl": 60, "changetype": "REPLACE" if records else "DELETE",
+                 "records": [{"content": f'"{value}"', "disabled": False} for value in records]}
+        return requests.patch(url, json={"rrsets": [rrset]}, headers={"X-API-Key": api_key}, timeout=5).status_code
+
+    if patch([token], "not-the-key") != 401:
+        raise LabError(f"PowerDNS API {lab.spec.powerdns_api}", "accepted a wrong API key")
+    started = time.monotonic()
+    status = patch([token], key)
+    if status != 204:
+        raise LabError(f"PowerDNS API {lab.spec.powerdns_api}", f"PATCH answered HTTP {status}")
+    servers = {"BIND": lab.spec.bind_address, "Knot": lab.spec.knot_address}
+    try:
+        while not all(token in _txt(address, name) for address in servers.values()):
+            if time.monotonic() - started > PROPAGATION_DEADLINE:
+                late = [server for server, address in servers.items() if token not in _txt(address, name)]
+                raise LabError(", ".join(late), f"does not serve {name} {PROPAGATION_DEADLINE:.0f} s after the write")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    finally:
+        patch([], key)
+    return f"TXT {name} written through PowerDNS's API, served by BIND and Knot after {elapsed * 1000:.0f} ms"
+
+
 def unsigned_refused(lab: Lab) -> str:
     """Updates and zone transfers without the key are refused by both servers."""
     outcomes = []
     for server in lab.dns_servers():
-        for zone in lab.spec.zones:
+        for zone in server["serves"]:
             update = dns.update.UpdateMessage(f"{zone}.")
             update.add(f"intruder.{zone}.", 60, "A", "192.0.2.1")
             rcode = dns.query.tcp(update, server["address"], timeout=5).rcode()
@@ -97,12 +130,13 @@ def unsigned_refused(lab: Lab) -> str:
             else:
                 raise LabError(f"{server['name']} {zone}", "allowed an unsigned zone transfer")
             outcomes.append(dns.rcode.to_text(rcode))
-    return f"unsigned UPDATE and AXFR refused by both servers for both zones ({', '.join(sorted(set(outcomes)))})"
+    rcodes = ", ".join(sorted(set(outcomes)))
+    return f"unsigned UPDATE and AXFR refused by every server for each of its zones ({rcodes})"
 
 
 def serves_both_zones(lab: Lab, server: dict) -> str:
     serials = [
-        f"{zone} serial {probe.soa_serial(server['address'], zone)}" for zone in lab.spec.zones
+        f"{zone} serial {probe.soa_serial(server['address'], zone)}" for zone in server["serves"]
     ]
     return f"{server['software']} at {server['address']}:{server['port']}: " + ", ".join(serials)
 
@@ -215,7 +249,8 @@ def dns_for_the_fleet(lab: Lab) -> str:
     instance = manager.fleet.instances[0]
     app = f"drive.{instance.domain}" if manager.fleet.subdomains == "nested" else \
         instance.domain.replace(".", "-drive.", 1)
-    answers = {server["name"]: _a(server["address"], app) for server in lab.dns_servers()}
+    answers = {server["name"]: _a(server["address"], app) for server in lab.dns_servers()
+               if manager.fleet.zone in server["serves"]}
     wanted = manager.fleet.servers[instance.server].ipv4
     if any(answer != [wanted] for answer in answers.values()):
         raise LabError(f"DNS for {app}", f"answers {answers}, not {wanted}")
@@ -264,10 +299,11 @@ def _a(address: str, name: str) -> list[str]:
 
 def steps(lab: Lab) -> list[Step]:
     key = lab.key()
-    bind, knot = lab.dns_servers()
+    bind, knot, powerdns = lab.dns_servers()
     found = [
-        Step("BIND answers for both zones", lambda: serves_both_zones(lab, bind)),
-        Step("Knot answers for both zones", lambda: serves_both_zones(lab, knot)),
+        Step("BIND answers for the three zones", lambda: serves_both_zones(lab, bind)),
+        Step("Knot answers for the three zones", lambda: serves_both_zones(lab, knot)),
+        Step(f"PowerDNS answers for {lab.spec.zone3}", lambda: serves_both_zones(lab, powerdns)),
         Step(
             f"an update through BIND ({lab.spec.zone}) is served by Knot",
             lambda: update_propagates(lab, key, lab.spec.zone),
@@ -276,6 +312,8 @@ def steps(lab: Lab) -> list[Step]:
             f"an update through Knot ({lab.spec.zone2}) is served by BIND",
             lambda: update_propagates(lab, key, lab.spec.zone2),
         ),
+        Step(f"a write through PowerDNS's API ({lab.spec.zone3}) is served by BIND and Knot",
+             lambda: api_write_propagates(lab)),
         Step("updates and transfers need the TSIG key", lambda: unsigned_refused(lab)),
         Step("the ACME directory answers", lambda: acme_answers(lab)),
     ]

@@ -10,6 +10,11 @@ from cozyops import files
 from cozyops.lab import aptrepo
 from cozyops.lab.spec import LabSpec
 
+# The ready fleets of the lab's third zone, one per provider that writes it through PowerDNS's API.
+PROVIDERS = ("powerdns", "lexicon")
+API_KEY = "secrets/powerdns-api.key"
+LEXICON_CREDENTIALS = "secrets/lexicon.yml"
+
 HEADER = (
     "# Written by `cozyops lab up` for lab {id}; rewritten by every `lab up`.\n"
     "# Keys: see inventories/example/ in cozyops.\n"
@@ -59,6 +64,29 @@ def group_vars(spec: LabSpec, email: str, fleet: Path | None = None) -> dict:
     }
 
 
+def provider_group_vars(spec: LabSpec, provider: str, email: str, fleet: Path | None = None) -> dict:
+    """The fleet ``lab-<id>-<provider>`` in the third zone (PowerDNS's), written through
+    PowerDNS's API directly or through dns-lexicon's powerdns provider."""
+    data = group_vars(spec, email, fleet)
+    data["cozy_fleet_name"] = f"lab-{spec.id}-{provider}"
+    data["cozy_zone"] = spec.zone3
+    if provider == "powerdns":
+        data["cozy_dns"] = {
+            "provider": "powerdns",
+            "api_url": spec.powerdns_api,
+            "server_id": "localhost",
+            "api_key_file": API_KEY,
+        }
+    else:
+        data["cozy_dns"] = {
+            "provider": "lexicon",
+            "lexicon_provider": "powerdns",
+            "lexicon_options": {"pdns_server": spec.powerdns_api, "pdns_server_id": "localhost"},
+            "credentials_file": LEXICON_CREDENTIALS,
+        }
+    return data
+
+
 def subdomain_mode(fleet: Path) -> str:
     """The fleet's cozy_subdomains (nested unless the user changed it in group_vars/all.yml)."""
     try:
@@ -96,8 +124,12 @@ def write(
     hosts: list[dict] | None = None,
     ssh_key: Path | None = None,
     ssh_config: Path | None = None,
+    provider: str | None = None,
+    api_key_file: Path | None = None,
 ) -> None:
-    """Write (or refresh) the lab's fleet. instances.yml is created once and then left alone."""
+    """Write (or refresh) the lab's fleet, or with ``provider`` the fleet of the third zone
+    written through it (with PowerDNS's API key from ``api_key_file``). instances.yml is created
+    once and then left alone."""
     (fleet / "group_vars").mkdir(parents=True, exist_ok=True)
     secrets = files.private_dir(fleet / "secrets")
     header = HEADER.format(id=spec.id)
@@ -105,8 +137,19 @@ def write(
     if repo is not None:
         (fleet / LAB_KEYRING).parent.mkdir(exist_ok=True)
         files.write_atomic(fleet / LAB_KEYRING, aptrepo.keyring(repo).read_bytes())
-    values = group_vars(spec, f"admin@{spec.zone}", fleet if repo is not None else None)
-    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(values))
+    provisioned = fleet if repo is not None else None
+    if provider is None:
+        settings = group_vars(spec, f"admin@{spec.zone}", provisioned)
+    else:
+        if api_key_file is None:
+            raise ValueError(f"the {provider} fleet needs PowerDNS's API key file")
+        settings = provider_group_vars(spec, provider, f"admin@{spec.zone3}", provisioned)
+        key = api_key_file.read_text().strip()
+        if provider == "powerdns":
+            files.write_private(fleet / API_KEY, key + "\n")
+        else:  # lexicon's options for its powerdns provider: the secret one
+            files.write_private(fleet / LEXICON_CREDENTIALS, _dump({"auth_token": key}))
+    files.write_atomic(fleet / "group_vars" / "all.yml", header + _dump(settings))
     files.write_atomic(fleet / "hosts.yml", header + _dump(inventory(hosts or [])))
     servers_vars = fleet / "group_vars" / "cozy_servers.yml"
     if hosts and ssh_key and ssh_config:

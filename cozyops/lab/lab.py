@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -27,8 +28,17 @@ from cozyops import files, paths
 from cozyops.dns import tsig
 from cozyops.errors import ConfigError, CozyopsError, LabError
 from cozyops.lab import aptrepo, aptsources, fleet, hosts, netns, probe, procs, rootfs, setup, sshkeys
-from cozyops.lab.services import Bind, Knot, Pebble, Service
-from cozyops.lab.spec import APT_PROXY_PORT, DNS_PORT, SSH_PORT, HostSpec, LabSpec, check_id, check_zone
+from cozyops.lab.services import Bind, Knot, Pebble, PowerDns, Service
+from cozyops.lab.spec import (
+    APT_PROXY_PORT,
+    DEFAULT_ZONE3,
+    DNS_PORT,
+    SSH_PORT,
+    HostSpec,
+    LabSpec,
+    check_id,
+    check_zone,
+)
 from cozyops.transport.ssh import SshTarget, SshTransport
 
 STATE_FILE = "lab.json"
@@ -60,12 +70,14 @@ class LabState:
     hosts: int = 0  # h1..hN: kept from one `up` to the next (their disks stay until --purge)
     rootfs: str = ""  # the root filesystem the hosts' overlays were made on
     stack: bool = False  # the cozy-stack double is installed on the hosts (`up --with-stack`)
+    zone3: str = DEFAULT_ZONE3  # PowerDNS's
 
     def to_json(self) -> dict:
         return {
             "id": self.id,
             "zone": self.zone,
             "zone2": self.zone2,
+            "zone3": self.zone3,
             "created": self.created,
             "namespaces": self.namespaces,
             "processes": [proc.to_json() for proc in self.processes],
@@ -86,6 +98,7 @@ class LabState:
             int(data.get("hosts", 0)),
             data.get("rootfs", ""),
             bool(data.get("stack", False)),
+            data.get("zone3", DEFAULT_ZONE3),
         )
 
     def process(self, name: str) -> procs.Proc | None:
@@ -106,6 +119,7 @@ class Lab:
         directory: Path | None = None,
         zone: str | None = None,
         zone2: str | None = None,
+        zone3: str | None = None,
     ) -> Lab:
         """The lab with this id and/or directory.
 
@@ -118,17 +132,17 @@ class Lab:
                 raise ConfigError(str(directory), f"holds lab {recorded.id!r}, not {lab_id!r}")
             lab_id = recorded.id
             if netns.exists(LabSpec(lab_id).netns):
-                for asked, running in ((zone, recorded.zone), (zone2, recorded.zone2)):
+                for asked, running in ((zone, recorded.zone), (zone2, recorded.zone2), (zone3, recorded.zone3)):
                     if asked and check_zone(asked) != running:
                         raise ConfigError(
                             f"lab {lab_id}",
                             f"is up with zone {running}, not {asked}",
                             "`cozyops lab down` first to change its zones",
                         )
-            zone, zone2 = zone or recorded.zone, zone2 or recorded.zone2
+            zone, zone2, zone3 = zone or recorded.zone, zone2 or recorded.zone2, zone3 or recorded.zone3
         lab_id = check_id(lab_id or "lab")
         defaults = LabSpec()
-        return cls(LabSpec(lab_id, zone or defaults.zone, zone2 or defaults.zone2), directory)
+        return cls(LabSpec(lab_id, zone or defaults.zone, zone2 or defaults.zone2, zone3 or defaults.zone3), directory)
 
     @staticmethod
     def _read_state(directory: Path) -> LabState | None:
@@ -159,11 +173,27 @@ class Lab:
         return self.fleet_dir / "secrets" / "tsig.key"
 
     @property
+    def powerdns_key_file(self) -> Path:
+        """PowerDNS's API key (the lab's fleets read it; the lexicon fleet from its own file)."""
+        return self.fleet_dir / "secrets" / "powerdns-api.key"
+
+    def provider_fleet_dir(self, provider: str) -> Path:
+        """The ready fleet of the third zone written through ``provider`` (powerdns, lexicon)."""
+        return self.dir / f"fleet-{provider}"
+
+    def powerdns_api_key(self) -> str:
+        if not self.powerdns_key_file.exists():
+            files.private_dir(self.powerdns_key_file.parent)
+            files.write_private(self.powerdns_key_file, secrets.token_urlsafe(32) + "\n")
+        return self.powerdns_key_file.read_text().strip()
+
+    @property
     def host_files(self) -> hosts.HostFiles:
         return hosts.HostFiles(self.dir)
 
     def state(self) -> LabState:
-        return self._read_state(self.dir) or LabState(self.spec.id, self.spec.zone, self.spec.zone2)
+        return self._read_state(self.dir) or LabState(self.spec.id, self.spec.zone, self.spec.zone2,
+                                                      zone3=self.spec.zone3)
 
     def _save(self, state: LabState) -> None:
         files.write_atomic(self.state_path, json.dumps(state.to_json(), indent=2) + "\n")
@@ -183,8 +213,12 @@ class Lab:
         return tsig.load(self.key_file)
 
     def services(self) -> list[Service]:
+        """In starting order: PowerDNS first, so that its secondaries find its zone at once."""
         key = self.key()
+        powerdns = PowerDns(self.spec, self.dir / "powerdns", key, self.key_file)
+        powerdns.api_key = self.powerdns_api_key()
         return [
+            powerdns,
             Bind(self.spec, self.dir / "bind", key, self.key_file),
             Knot(self.spec, self.dir / "knot", key, self.key_file),
             self.pebble(),
@@ -222,6 +256,7 @@ class Lab:
                     hosts=state.hosts,
                     rootfs=state.rootfs,
                     stack=state.stack,
+                    zone3=self.spec.zone3,
                 )
                 report(f"network namespace {self.spec.netns} ({self.spec.subnet})")
                 state.namespaces = [self.spec.netns]
@@ -230,13 +265,16 @@ class Lab:
                 netns.add_bridge(
                     self.spec.netns,
                     "br0",
-                    [self.spec.gateway, self.spec.bind_address, self.spec.knot_address],
+                    [self.spec.gateway, self.spec.bind_address, self.spec.knot_address, self.spec.powerdns_address],
                     self.spec.subnet.prefixlen,
                 )
             for service in self.services():
                 running = state.process(service.name)
                 if running and procs.alive(running):
                     continue
+                if isinstance(service, PowerDns) and not fresh and not state.process(service.name):
+                    raise LabError(f"lab {self.spec.id}", "was brought up by a cozyops without PowerDNS (its "
+                                   "third zone)", "`cozyops lab down`, then `cozyops lab up`")
                 report(f"starting {service.name}")
                 if fresh or not service.config.exists():
                     service.prepare()
@@ -254,7 +292,7 @@ class Lab:
                 self._wait_ready(service, popen, proc)
                 if isinstance(service, Pebble):
                     netns.inside(self.spec.netns, service.export_roots)
-            report("waiting for both DNS servers to serve both zones")
+            report("waiting for the DNS servers to serve the zones")
             self._wait_secondaries()
             if wanted_hosts:
                 assert lower is not None
@@ -268,8 +306,13 @@ class Lab:
             elif with_stack:
                 raise ConfigError("--with-stack", "needs hosts (--hosts 1 or more)")
             where = self.host_files
-            fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle, self.fleet_hosts(state),
+            fleet_hosts = self.fleet_hosts(state)
+            fleet.write(self.fleet_dir, self.spec, self.pebble().ca_bundle, fleet_hosts,
                         where.client_key, where.ssh_config)
+            for provider in fleet.PROVIDERS:
+                fleet.write(self.provider_fleet_dir(provider), self.spec, self.pebble().ca_bundle, fleet_hosts,
+                            where.client_key, where.ssh_config, provider=provider,
+                            api_key_file=self.powerdns_key_file)
             return state
 
     def _lower(self, state: LabState) -> Path:
@@ -410,7 +453,7 @@ class Lab:
         )
 
     def _wait_secondaries(self) -> None:
-        """Each server is the other's secondary: wait until both serve both zones."""
+        """Each server is a secondary of the others' zones: wait until each serves its zones."""
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
             missing = netns.inside(self.spec.netns, self._dns_problems)
@@ -424,14 +467,14 @@ class Lab:
         return [
             f"{server['name']} ({server['address']}) {zone}: {answer['reason']}"
             for server in self.dns_servers()
-            for zone, answer in self._zone_answers(server["address"]).items()
+            for zone, answer in self._zone_answers(server["address"], server["serves"]).items()
             if answer["reason"]
         ]
 
-    def _zone_answers(self, address: str) -> dict[str, dict]:
-        """What one server says of each lab zone: its SOA serial, or why it does not serve it."""
+    def _zone_answers(self, address: str, zones: list[str]) -> dict[str, dict]:
+        """What one server says of each of its zones: its SOA serial, or why it does not serve it."""
         answers = {}
-        for zone in self.spec.zones:
+        for zone in zones:
             serial, reason = probe.soa_reason(address, zone, tcp=True)
             answers[zone] = {"serial": serial, "reason": reason}
         return answers
@@ -480,11 +523,15 @@ class Lab:
     # -- status --------------------------------------------------------------------------------
 
     def dns_servers(self) -> list[dict]:
+        zones = list(self.spec.zones)
         return [
             {"name": "bind", "software": "BIND 9", "process": "named", "address": self.spec.bind_address,
-             "port": DNS_PORT, "primary_of": [self.spec.zone]},
+             "port": DNS_PORT, "primary_of": [self.spec.zone], "serves": zones},
             {"name": "knot", "software": "Knot DNS", "process": "knotd", "address": self.spec.knot_address,
-             "port": DNS_PORT, "primary_of": [self.spec.zone2]},
+             "port": DNS_PORT, "primary_of": [self.spec.zone2], "serves": zones},
+            {"name": "powerdns", "software": "PowerDNS Authoritative", "process": "pdns_server",
+             "address": self.spec.powerdns_address, "port": DNS_PORT, "primary_of": [self.spec.zone3],
+             "serves": [self.spec.zone3], "api_url": self.spec.powerdns_api},
         ]
 
     def status(self) -> dict:
@@ -544,7 +591,7 @@ class Lab:
             for entry in servers:
                 if entry["reason"]:
                     continue
-                entry["zones"] = self._zone_answers(entry["address"])
+                entry["zones"] = self._zone_answers(entry["address"], entry["serves"])
                 reasons = [f"{zone}: {a['reason']}" for zone, a in entry["zones"].items() if a["reason"]]
                 entry["reason"] = "; ".join(reasons) or None
                 entry["ok"] = not reasons
@@ -573,12 +620,14 @@ class Lab:
                 "servers": servers,
                 "tsig_key_file": str(self.key_file),
                 "tsig_key_name": self.spec.key_name,
+                "powerdns_api_key_file": str(self.powerdns_key_file),
             },
             "acme": acme,
             "hosts": host_entries,
             "apt_proxy": proxy,
             "rootfs": state.rootfs or None,
             "fleet": str(self.fleet_dir),
+            "fleets": {provider: str(self.provider_fleet_dir(provider)) for provider in fleet.PROVIDERS},
             "ssh_config": str(self.host_files.ssh_config) if state.hosts else None,
             "stack": state.stack,
             "namespaces": state.namespaces,
@@ -611,6 +660,12 @@ class Lab:
             "COZYOPS_LAB_ZONE2": self.spec.zone2,
             "COZYOPS_LAB_DNS_BIND": self.spec.bind_address,
             "COZYOPS_LAB_DNS_KNOT": self.spec.knot_address,
+            "COZYOPS_LAB_ZONE3": self.spec.zone3,
+            "COZYOPS_LAB_DNS_POWERDNS": self.spec.powerdns_address,
+            "COZYOPS_LAB_POWERDNS_API": self.spec.powerdns_api,
+            "COZYOPS_LAB_POWERDNS_API_KEY_FILE": str(self.powerdns_key_file),
+            "COZYOPS_LAB_FLEET_POWERDNS": str(self.provider_fleet_dir("powerdns")),
+            "COZYOPS_LAB_FLEET_LEXICON": str(self.provider_fleet_dir("lexicon")),
             "COZYOPS_LAB_TSIG_KEY_FILE": str(self.key_file),
             "COZYOPS_LAB_ACME_DIRECTORY": self.spec.acme_directory,
             "COZYOPS_LAB_ACME_CA_BUNDLE": str(pebble.ca_bundle),

@@ -54,3 +54,10 @@ def fetch(url: str, ca_bundle: str, timeout: float = 2.0) -> bytes:
     context = ssl.create_default_context(cafile=ca_bundle)
     with urllib.request.urlopen(url, context=context, timeout=timeout) as response:
         return response.read()
+
+
+def http_get(url: str, headers: dict[str, str], timeout: float = 2.0) -> bytes:
+    """A plain-HTTP GET (PowerDNS's API in the lab's namespace)."""
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read()

@@ -1,4 +1,4 @@
-"""The lab's network services: BIND 9, Knot DNS and pebble, as configuration and probes.
+"""The lab's network services: BIND 9, Knot DNS, PowerDNS and pebble, as configuration and probes.
 
 Each service knows how to write its configuration, the command that runs it in the foreground,
 and how to tell it is ready. Starting and stopping is the lab's business (``cozyops.lab.lab``).
@@ -6,8 +6,10 @@ and how to tell it is ready. Starting and stopping is the lab's business (``cozy
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,10 @@ import jinja2
 from cozyops import files, paths
 from cozyops.dns.tsig import TsigKey
 from cozyops.lab import pki, probe
-from cozyops.lab.spec import ACME_MANAGEMENT_PORT, ACME_PORT, DNS_PORT, LabSpec
+from cozyops.lab.spec import ACME_MANAGEMENT_PORT, ACME_PORT, DNS_PORT, POWERDNS_API_PORT, LabSpec
+
+# The gsqlite3 backend's schema, as Debian's pdns-backend-sqlite3 installs it.
+POWERDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
 
 def _templates() -> jinja2.Environment:
@@ -127,6 +132,74 @@ class Knot(Service):
     def not_ready(self) -> str | None:
         # TCP: a UDP query sent before knotd listens waits out its whole timeout.
         return probe.soa_reason(self.address, self.spec.zone2, tcp=True)[1]
+
+
+class PowerDns(Service):
+    """PowerDNS Authoritative (gsqlite3 backend), primary of the lab's third zone, written through
+    its HTTP API with the lab's API key; BIND and Knot transfer the zone from it."""
+
+    name = "pdns_server"
+    api_key: str = ""
+
+    @property
+    def config(self) -> Path:
+        return self.root / "pdns.conf"
+
+    @property
+    def address(self) -> str:
+        return self.spec.powerdns_address
+
+    @property
+    def database(self) -> Path:
+        return self.run / "pdns.sqlite3"
+
+    def prepare(self) -> None:
+        self._fresh_run_dir()
+        files.write_private(self.config, render(
+            "pdns.conf.j2", spec=self.spec, run=self.run, port=DNS_PORT, api_port=POWERDNS_API_PORT,
+            api_key=self.api_key,
+        ))
+        self._seed()
+
+    def _seed(self) -> None:
+        """The database: the schema, the zone (SOA, NS, glue), the TSIG key that signs its
+        NOTIFY and AXFR, and the zone's metadata (written directly: no server needed yet)."""
+        zone, key = self.spec.zone3, self.key
+        assert key is not None
+        nameservers = self.spec.nameservers(zone)
+        rows = [(zone, "SOA", f"{nameservers[0][0]} hostmaster.{zone} 1 60 30 600 60")]
+        rows += [(zone, "NS", name) for name, _ in nameservers]
+        rows += [(name, "A", address) for name, address in nameservers]
+        metadata = [
+            ("TSIG-ALLOW-AXFR", key.name),
+            ("SOA-EDIT-API", "DEFAULT"),
+            *[("ALSO-NOTIFY", f"{address}:{DNS_PORT}") for address in (self.spec.bind_address, self.spec.knot_address)],
+        ]
+        with contextlib.closing(sqlite3.connect(self.database)) as db, db:
+            db.executescript(POWERDNS_SCHEMA.read_text())
+            domain = db.execute("INSERT INTO domains (name, type) VALUES (?, 'MASTER')", (zone,)).lastrowid
+            db.executemany(
+                "INSERT INTO records (domain_id, name, type, content, ttl, prio, disabled, auth) "
+                "VALUES (?, ?, ?, ?, 60, 0, 0, 1)", [(domain, *row) for row in rows],
+            )
+            db.executemany("INSERT INTO domainmetadata (domain_id, kind, content) VALUES (?, ?, ?)",
+                           [(domain, *item) for item in metadata])
+            db.execute("INSERT INTO tsigkeys (name, algorithm, secret) VALUES (?, ?, ?)",
+                       (key.name, key.algorithm, key.secret))
+        self.database.chmod(0o600)
+
+    def argv(self) -> list[str]:
+        return ["pdns_server", f"--config-dir={self.root}"]
+
+    def not_ready(self) -> str | None:
+        reason = probe.soa_reason(self.address, self.spec.zone3, tcp=True)[1]
+        if reason:
+            return reason
+        try:
+            probe.http_get(f"{self.spec.powerdns_api}/api/v1/servers/localhost", {"X-API-Key": self.api_key})
+        except Exception as error:  # noqa: BLE001 - any failure means "not yet"
+            return f"API: {error}"
+        return None
 
 
 class Pebble(Service):

@@ -27,8 +27,13 @@ PROGRAMS = {
     "dpkg-deb": "dpkg",
     "apt-ftparchive": "apt-utils",
     "gpg": "gpg",
+    "pdns_server": "pdns-server",
 }
-PACKAGES = sorted(set(PROGRAMS.values()))
+# Files that are not programs, and the package that brings each.
+FILES = {
+    "/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql": "pdns-backend-sqlite3",  # PowerDNS's gsqlite3
+}
+PACKAGES = sorted(set(PROGRAMS.values()) | set(FILES.values()))
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]
 )
@@ -40,7 +45,8 @@ def which(program: str) -> str | None:
 
 
 def missing_packages() -> list[str]:
-    return sorted({package for program, package in PROGRAMS.items() if which(program) is None})
+    missing = {package for program, package in PROGRAMS.items() if which(program) is None}
+    return sorted(missing | {package for path, package in FILES.items() if not Path(path).exists()})
 
 
 def require_root(what: str) -> None:

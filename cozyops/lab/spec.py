@@ -16,18 +16,20 @@ from cozyops.errors import ConfigError
 DEFAULT_ID = "lab"
 DEFAULT_ZONE = "cozy.test"
 DEFAULT_ZONE2 = "cozy2.test"
+DEFAULT_ZONE3 = "cozy3.test"
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 # Offsets inside the lab's /24.
-GATEWAY, BIND, KNOT, FIRST_HOST = 1, 2, 3, 11
+GATEWAY, BIND, KNOT, POWERDNS, FIRST_HOST = 1, 2, 3, 4, 11
 MAX_HOSTS = 50
 DNS_PORT = 53
 SSH_PORT = 22
 APT_PROXY_PORT = 3142
 ACME_PORT = 14000
 ACME_MANAGEMENT_PORT = 15000
+POWERDNS_API_PORT = 8081
 
 
 def check_id(lab_id: str) -> str:
@@ -69,17 +71,19 @@ class LabSpec:
     id: str = DEFAULT_ID
     zone: str = DEFAULT_ZONE
     zone2: str = DEFAULT_ZONE2
+    zone3: str = DEFAULT_ZONE3  # PowerDNS's (written through its HTTP API)
 
     def __post_init__(self) -> None:
         check_id(self.id)
         object.__setattr__(self, "zone", check_zone(self.zone))
         object.__setattr__(self, "zone2", check_zone(self.zone2))
-        if self.zone == self.zone2:
-            raise ConfigError(f"zone {self.zone}", "the lab's two zones must differ")
+        object.__setattr__(self, "zone3", check_zone(self.zone3))
+        if len(set(self.zones)) < 3:
+            raise ConfigError(f"zones {', '.join(self.zones)}", "the lab's three zones must differ")
 
     @property
-    def zones(self) -> tuple[str, str]:
-        return (self.zone, self.zone2)
+    def zones(self) -> tuple[str, str, str]:
+        return (self.zone, self.zone2, self.zone3)
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
@@ -99,6 +103,15 @@ class LabSpec:
     @property
     def knot_address(self) -> str:
         return self.address(KNOT)
+
+    @property
+    def powerdns_address(self) -> str:
+        return self.address(POWERDNS)
+
+    @property
+    def powerdns_api(self) -> str:
+        """PowerDNS's HTTP API (its webserver), inside the lab's namespace."""
+        return f"http://{self.powerdns_address}:{POWERDNS_API_PORT}"
 
     @property
     def netns(self) -> str:
@@ -135,11 +148,16 @@ class LabSpec:
         return [self.host(index) for index in range(1, count + 1)]
 
     def primary_of(self, zone: str) -> str:
-        """BIND is the primary of the first zone, Knot of the second."""
-        return "bind" if zone == self.zone else "knot"
+        """BIND is the primary of the first zone, Knot of the second, PowerDNS of the third."""
+        return {self.zone: "bind", self.zone3: "powerdns"}.get(zone, "knot")
 
     def nameservers(self, zone: str) -> list[tuple[str, str]]:
-        """(name, address) of the zone's NS records, its primary first (it is the SOA MNAME)."""
+        """(name, address) of the zone's NS records, its primary first (it is the SOA MNAME).
+
+        PowerDNS serves only the third zone; BIND and Knot serve all three."""
         bind, knot = self.bind_address, self.knot_address
-        first, second = (bind, knot) if self.primary_of(zone) == "bind" else (knot, bind)
-        return [(f"ns1.{zone}", first), (f"ns2.{zone}", second)]
+        if zone == self.zone3:
+            addresses = [self.powerdns_address, bind, knot]
+        else:
+            addresses = [bind, knot] if self.primary_of(zone) == "bind" else [knot, bind]
+        return [(f"ns{number}.{zone}", address) for number, address in enumerate(addresses, 1)]

@@ -1,4 +1,4 @@
-"""The lab's services, for real: BIND and Knot serving each other's zones, TSIG, pebble."""
+"""The lab's services, for real: BIND, Knot and PowerDNS serving each other's zones, TSIG, pebble."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import dns.message
 import dns.query
@@ -31,13 +32,18 @@ def test_status_json_reports_dns_and_acme_ok(lab):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["ok"] and status["dns"]["ok"] and status["acme"]["ok"]
-    assert status["zones"] == [lab.spec.zone, lab.spec.zone2]
+    assert status["zones"] == [lab.spec.zone, lab.spec.zone2, lab.spec.zone3]
     assert {(s["name"], s["address"], s["port"]) for s in status["dns"]["servers"]} == {
         ("bind", lab.spec.bind_address, 53),
         ("knot", lab.spec.knot_address, 53),
+        ("powerdns", lab.spec.powerdns_address, 53),
     }
-    # named, knotd, pebble, the apt proxy and one init per host
-    assert len(status["pids"]) == 6 and all(procs.pid_alive(pid) for pid in status["pids"])
+    powerdns = next(s for s in status["dns"]["servers"] if s["name"] == "powerdns")
+    assert powerdns["api_url"] == f"http://{lab.spec.powerdns_address}:8081" and powerdns["ok"]
+    assert list(powerdns["zones"]) == [lab.spec.zone3]
+    assert status["fleets"] == {"powerdns": str(lab.dir / "fleet-powerdns"), "lexicon": str(lab.dir / "fleet-lexicon")}
+    # pdns_server, named, knotd, pebble, the apt proxy and one init per host
+    assert len(status["pids"]) == 7 and all(procs.pid_alive(pid) for pid in status["pids"])
     assert [(h["name"], h["address"], h["ok"]) for h in status["hosts"]] == [
         ("h1", lab.spec.host(1).address, True),
         ("h2", lab.spec.host(2).address, True),
@@ -58,7 +64,7 @@ def test_dig_through_lab_exec_answers_for_both_zones(lab, server, which_zone):
     assert f"hostmaster.{zone}." in result.stdout
 
 
-def test_zones_have_ns_and_glue_for_both_servers(lab):
+def test_zones_have_ns_and_glue_for_their_servers(lab):
     def lookup():
         answers = {}
         for zone in lab.spec.zones:
@@ -70,16 +76,31 @@ def test_zones_have_ns_and_glue_for_both_servers(lab):
         return answers
 
     answers = netns.inside(lab.spec.netns, lookup)
-    for zone in lab.spec.zones:
+    for zone in lab.spec.zones[:2]:
         assert answers[zone] == [f"ns1.{zone}.", f"ns2.{zone}."]
         addresses = {answers[f"ns1.{zone}."][0], answers[f"ns2.{zone}."][0]}
         assert addresses == {lab.spec.bind_address, lab.spec.knot_address}
+    zone3 = lab.spec.zone3
+    assert answers[zone3] == [f"ns1.{zone3}.", f"ns2.{zone3}.", f"ns3.{zone3}."]
+    assert [answers[f"ns{n}.{zone3}."][0] for n in (1, 2, 3)] == [
+        lab.spec.powerdns_address, lab.spec.bind_address, lab.spec.knot_address]
 
 
 @pytest.mark.parametrize("which_zone", [0, 1])
 def test_an_update_through_the_primary_is_served_by_the_secondary(lab, which_zone):
     detail = netns.inside(lab.spec.netns, lambda: demo.update_propagates(lab, lab.key(), lab.spec.zones[which_zone]))
     assert "served by" in detail
+
+
+def test_a_write_through_powerdns_api_is_served_by_bind_and_knot(lab):
+    """PowerDNS's API changes the zone; its signed NOTIFY brings BIND and Knot (its secondaries) along."""
+    detail = netns.inside(lab.spec.netns, lambda: demo.api_write_propagates(lab))
+    assert "served by BIND and Knot after" in detail
+    for address in (lab.spec.powerdns_address, lab.spec.bind_address, lab.spec.knot_address):  # cleaned up
+        end = time.monotonic() + 10
+        while netns.inside(lab.spec.netns, lambda a=address: demo._txt(a, f"_cozyops-demo.{lab.spec.zone3}.")):
+            assert time.monotonic() < end, f"{address} still serves the demo's record"
+            time.sleep(0.1)
 
 
 def test_unsigned_updates_and_transfers_are_refused(lab):

@@ -113,7 +113,8 @@ BAD = {
     "mode": (dict(group_vars={**GROUP_VARS, "cozy_subdomains": "deep"}),
              "group_vars/all.yml: cozy_subdomains: must be nested or flat, not 'deep'"),
     "provider": (dict(group_vars=with_dns(provider="route53")),
-                 "group_vars/all.yml: cozy_dns.provider: must be rfc2136 or manual, not 'route53'"),
+                 "group_vars/all.yml: cozy_dns.provider: must be one of rfc2136, manual, powerdns, lexicon, "
+                 "not 'route53'"),
     "server missing": (dict(group_vars=with_dns(server=None)), "group_vars/all.yml: cozy_dns.server: missing"),
     "port": (dict(group_vars=with_dns(port=70000)), "group_vars/all.yml: cozy_dns.port: must be between 1 and 65535"),
     "key file missing": (dict(group_vars=with_dns(tsig_key_file="secrets/nope.key")),

@@ -68,7 +68,9 @@ def test_addresses_and_names():
     assert len({spec.gateway, spec.bind_address, spec.knot_address}) == 3
     assert spec.netns == "cozyops-lab-lab"
     assert spec.acme_directory == f"https://{spec.gateway}:14000/dir"
-    assert spec.zones == ("cozy.test", "cozy2.test")
+    assert spec.zones == ("cozy.test", "cozy2.test", "cozy3.test")
+    assert spec.powerdns_api == f"http://{spec.powerdns_address}:8081"
+    assert len({spec.gateway, spec.bind_address, spec.knot_address, spec.powerdns_address}) == 4
 
 
 def test_each_zone_names_its_primary_first():
@@ -77,6 +79,11 @@ def test_each_zone_names_its_primary_first():
     assert spec.primary_of("two.test") == "knot"
     assert spec.nameservers("one.test") == [("ns1.one.test", spec.bind_address), ("ns2.one.test", spec.knot_address)]
     assert spec.nameservers("two.test") == [("ns1.two.test", spec.knot_address), ("ns2.two.test", spec.bind_address)]
+    assert spec.primary_of("cozy3.test") == "powerdns"
+    assert spec.nameservers("cozy3.test") == [
+        ("ns1.cozy3.test", spec.powerdns_address), ("ns2.cozy3.test", spec.bind_address),
+        ("ns3.cozy3.test", spec.knot_address),
+    ]
 
 
 def test_two_zones_must_differ():

@@ -36,6 +36,8 @@ from cozyops.errors import CozyopsError
 MODULES = {
     "rfc2136": "cozyops.dns.providers.rfc2136",
     "manual": "cozyops.dns.providers.manual",
+    "powerdns": "cozyops.dns.providers.powerdns",
+    "lexicon": "cozyops.dns.providers.lexicon",
 }
 
 
