@@ -65,11 +65,24 @@ TARGET_RATIO = 300
 TARGET_PLAN_SECONDS = 2.0
 
 
+def plan_process(count: int, workdir: Path, lab: Lab, env: dict) -> float:
+    """`cozyops dns plan --json` on a fleet of ``count`` instances as a whole process, its first run
+    (instances.yml parsed, no cache), with the manual provider: no zone to read, so the figure is
+    start-up, loading, the desired records, the plan and its output (issue 16: under 5 s at 100,000)."""
+    root = write_fleet(workdir / "fleet-process", lab, count, provider="manual")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cozyops", "dns", "plan", "--json", "--fleet", str(root)], env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+    return time.perf_counter() - started
+
+
 def write_fleet(root: Path, lab: Lab, count: int, provider: str = "rfc2136") -> Path:
     (root / "group_vars").mkdir(parents=True)
     tsig.write(root / "secrets/tsig.key", lab.key())
     zone = lab.spec.zone
     dns_settings = {"provider": "rfc2136", "server": lab.spec.bind_address, "tsig_key_file": "secrets/tsig.key"}
+    if provider == "manual":
+        dns_settings = {"provider": "manual"}
     if provider == "powerdns":
         zone = lab.spec.zone3
         files.write_private(root / "secrets/powerdns-api.key", lab.powerdns_api_key() + "\n")
@@ -244,6 +257,7 @@ def main() -> int:
         print(f"  second apply through the API (no change: the zone read by GET, plan): {api_again:.2f} s", flush=True)
 
         load = load_fleet_files(args.plan, workdir, lab)
+        process = plan_process(args.plan, workdir, lab, env)
         runs = sorted((plan_in_memory(args.plan) for _ in range(3)), key=lambda run: run["total"])
         planned = runs[1]  # the median of three runs: the machine has two cores, and neighbours
         print(f"plan of {args.plan} instances ({planned['records']} records, {planned['changes']} changes for 1 % "
@@ -252,6 +266,8 @@ def main() -> int:
               f"diff and checksum {planned['plan']:.2f} s; target < {TARGET_PLAN_SECONDS:g} s)", flush=True)
         print(f"  loading the same fleet from its files: {load[0]:.2f} s parsing instances.yml, {load[1]:.2f} s "
               "from its cache (the next runs)", flush=True)
+        print(f"  `cozyops dns plan --json` of the same fleet as a process, first run (parsing included; manual "
+              f"provider: no zone to read): {process:.2f} s (target < 5 s)", flush=True)
         ok = ratio >= TARGET_RATIO and planned["total"] < TARGET_PLAN_SECONDS
         print(f"targets: {'met' if ok else 'NOT met'} (ratio {ratio:.0f}x >= {TARGET_RATIO}x: "
               f"{ratio >= TARGET_RATIO}; plan {planned['total']:.2f} s < {TARGET_PLAN_SECONDS:g} s: "
