@@ -7,13 +7,13 @@ import yaml
 
 from cozyops import inventory
 from cozyops.dns import providers
+from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change
 from cozyops.dns.providers import api
 from cozyops.dns.providers.lexicon import Lexicon
 from cozyops.dns.providers.powerdns import PowerDns
 from cozyops.dns.records import RRset
 from cozyops.errors import ConfigError
 from cozyops.model import DnsProviderKind, LexiconApi, PowerDnsApi
-from cozyops.dns.plan import CREATE, DELETE, UPDATE, Change
 
 HOSTS = {"all": {"children": {"cozy_servers": {"hosts": {"h1": {"ansible_host": "192.0.2.10"}}}}}}
 

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cozyops.dns import records
+from cozyops.dns.plan import CREATE, DELETE, Change
 from cozyops.dns.providers import ApplyResult, BatchOutcome
 from cozyops.dns.records import RRset
 from cozyops.errors import ConfigError
-from cozyops.dns.plan import CREATE, DELETE, Change
 
 
 def load_secret(path: Path, what: str) -> str:

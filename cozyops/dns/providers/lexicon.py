@@ -26,11 +26,11 @@ from collections.abc import Callable
 import yaml
 
 from cozyops.dns import records
+from cozyops.dns.plan import CREATE, DELETE, Change
 from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData, api
 from cozyops.dns.records import RRset
 from cozyops.errors import ConfigError, DnsError
 from cozyops.model import DEFAULT_TTL, LexiconApi
-from cozyops.dns.plan import CREATE, DELETE, Change
 
 # Types whose values are domain names: lexicon gives and takes them without the final dot.
 NAME_TYPES = {"CNAME", "NS", "MX", "PTR", "SRV", "DNAME"}

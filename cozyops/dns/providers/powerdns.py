@@ -23,11 +23,11 @@ import requests
 
 from cozyops.bulk import paused_gc
 from cozyops.dns import records
+from cozyops.dns.plan import Change
 from cozyops.dns.providers import ApplyResult, BatchOutcome, Provider, ZoneData, api
 from cozyops.dns.records import RRset
 from cozyops.errors import ConfigError, DnsError
 from cozyops.model import DEFAULT_TTL, PowerDnsApi
-from cozyops.dns.plan import Change
 
 PRIMARY_KINDS = {"master", "primary"}
 # A PATCH is one transaction (rolled back on failure) of REPLACE/DELETE changes: sending it again
