@@ -180,9 +180,19 @@ def test_services_run_through_their_init_scripts_and_ansible_sees_them(lab, tmp_
     # Installing nginx starts it through its init script (invoke-rc.d), as on a Debian server.
     ok(lab, "h1", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx")
     assert "nginx is running" in ok(lab, "h1", "service nginx status")
-    ok(lab, "h1", "service nginx reload")
-    page = ok(lab, "h1", "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1/\").read())'")
-    assert "Welcome to nginx" in page
+    # A site of the test's own (the host may have been provisioned by an earlier test, which
+    # replaces nginx's default site), served after a reload through the init script.
+    ok(lab, "h1", "printf 'server { listen 127.0.0.1:8089; location / { return 200 \"served by h1\"; } }\\n' "
+                  "> /etc/nginx/conf.d/zz-test-hosts.conf")
+    try:
+        ok(lab, "h1", "service nginx reload")
+        page = ok(lab, "h1", "python3 -c 'import time, urllib.request\n"
+                             "for _ in range(50):\n"
+                             "    try: print(urllib.request.urlopen(\"http://127.0.0.1:8089/\").read()); break\n"
+                             "    except OSError: time.sleep(0.1)'")
+        assert "served by h1" in page
+    finally:
+        ok(lab, "h1", "rm -f /etc/nginx/conf.d/zz-test-hosts.conf && service nginx reload")
     work = tmp_path / "runner"
     work.mkdir()
     (work / "facts.py").write_text(ANSIBLE_FACTS)
