@@ -120,12 +120,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cozyops-bench-v2-") as scratch:
         root = Path(scratch)
-        from cozyops.lab import pouchdb, rootfs
+        from cozyops.lab import aptrepo, pouchdb, rootfs
 
-        # The lab's root filesystem and pouchdb-server's modules that `lab setup` built, read only;
-        # everything the benchmark writes goes under its temporary directory.
+        # The lab's root filesystem, pouchdb-server's modules and the apt repository (the cozy-stack
+        # and couchdb packages `lab up --with-stack` provisions from) that `lab setup` built, read
+        # only; everything the benchmark writes goes under its temporary directory.
         env = {**os.environ, "COZYOPS_ROOTFS_CACHE": str(rootfs.cache_root()),
                "COZYOPS_POUCHDB_CACHE": str(pouchdb.cache_root()),
+               "COZYOPS_APTREPO_CACHE": str(aptrepo.cache_root()),
                "XDG_CACHE_HOME": str(root / "cache"), "XDG_STATE_HOME": str(root / "state")}
         lab_dir = root / "lab"
         lab_id = f"b{secrets.token_hex(3)}"
