@@ -10,12 +10,8 @@ React Native) are for applications with a user interface, not needed by the clie
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
-from cozyops import paths
-from cozyops.errors import LabError
 from cozyops.lab import pouchdb
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "jsclient"
@@ -29,12 +25,11 @@ NPM_ARGS = ("--legacy-peer-deps",)
 
 def cache_root() -> Path:
     """COZYOPS_JSCLIENT_CACHE, else the cache directory's cozy-stack-client/."""
-    override = os.environ.get("COZYOPS_JSCLIENT_CACHE")
-    return Path(override) if override else paths.cache_dir() / "cozy-stack-client"
+    return pouchdb.cache_under("COZYOPS_JSCLIENT_CACHE", "cozy-stack-client")
 
 
 def digest() -> str:
-    return hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()[:16]
+    return pouchdb.lock_digest(LOCKFILE)
 
 
 def path() -> Path:
@@ -42,16 +37,12 @@ def path() -> Path:
 
 
 def installed(directory: Path) -> bool:
-    return (directory / MARKER).is_file() and (directory / ENTRY).is_file()
+    return pouchdb.complete(directory, MARKER, ENTRY)
 
 
 def find() -> Path:
     """The installation ``lab setup`` made for this lockfile; an error if there is none."""
-    directory = path()
-    if not installed(directory):
-        raise LabError(f"cozy-stack-client {VERSION}", f"is not installed ({directory})",
-                       "run `sudo cozyops lab setup`")
-    return directory
+    return pouchdb.require(f"cozy-stack-client {VERSION}", path(), MARKER, ENTRY)
 
 
 def install(log: Path) -> Path:

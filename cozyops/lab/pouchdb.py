@@ -36,14 +36,34 @@ MARKER = ".cozyops-pouchdb.json"
 ENTRY = Path("node_modules") / "pouchdb-server" / "bin" / "pouchdb-server"
 
 
+def cache_under(variable: str, name: str) -> Path:
+    """Where an npm installation of the lab's is kept: ``$variable``, else the cache directory's ``name``."""
+    override = os.environ.get(variable)
+    return Path(override) if override else paths.cache_dir() / name
+
+
+def lock_digest(lockfile: Path) -> str:
+    return hashlib.sha256(lockfile.read_bytes()).hexdigest()[:16]
+
+
+def complete(directory: Path, marker: str, entry: Path) -> bool:
+    return (directory / marker).is_file() and (directory / entry).is_file()
+
+
+def require(what: str, directory: Path, marker: str, entry: Path) -> Path:
+    """``directory`` when it holds a complete installation; an error naming ``what`` otherwise."""
+    if not complete(directory, marker, entry):
+        raise LabError(what, f"is not installed ({directory})", "run `sudo cozyops lab setup`")
+    return directory
+
+
 def cache_root() -> Path:
     """Where installations are kept: COZYOPS_POUCHDB_CACHE, else the cache directory's pouchdb-server/."""
-    override = os.environ.get("COZYOPS_POUCHDB_CACHE")
-    return Path(override) if override else paths.cache_dir() / "pouchdb-server"
+    return cache_under("COZYOPS_POUCHDB_CACHE", "pouchdb-server")
 
 
 def digest() -> str:
-    return hashlib.sha256(LOCKFILE.read_bytes()).hexdigest()[:16]
+    return lock_digest(LOCKFILE)
 
 
 def path() -> Path:
@@ -51,19 +71,12 @@ def path() -> Path:
 
 
 def installed(directory: Path) -> bool:
-    return (directory / MARKER).is_file() and (directory / ENTRY).is_file()
+    return complete(directory, MARKER, ENTRY)
 
 
 def find() -> Path:
     """The installation that ``lab setup`` made for this lockfile; an error if there is none."""
-    directory = path()
-    if not installed(directory):
-        raise LabError(
-            f"pouchdb-server {VERSION}",
-            f"is not installed ({directory})",
-            "run `sudo cozyops lab setup`",
-        )
-    return directory
+    return require(f"pouchdb-server {VERSION}", path(), MARKER, ENTRY)
 
 
 def npm(what: str = "pouchdb-server") -> str:
