@@ -137,12 +137,17 @@ def observe(fleet: Fleet, name: str, probe: str | None = None) -> Health:
             if host is None:
                 chosen = probe_instance(fleet, name, domains)
                 host = app_host(fleet, chosen) if chosen else ""
+            expected = [i.domain for i in fleet.instances if i.server == name]
+            error = ""
+            if expected and not domains.intersection(expected):
+                error = (f"cozy-stack knows none of the fleet's {len(expected)} instance(s) on this server "
+                         f"({', '.join(sorted(expected)[:3])}{', ...' if len(expected) > 3 else ''})")
             code = None
             if host:
                 curl = stack.transport.run([*CURL_APP, "--resolve", f"{host}:443:127.0.0.1", f"https://{host}/"])
                 text = curl.stdout.decode(errors="replace").strip()
                 code = int(text) if text.isdigit() and text != "000" else None
-            return Health(name, True, status, version, package, len(domains), host, code)
+            return Health(name, True, status, version, package, len(domains), host, code, error)
     except CozyopsError as error:
         return Health(name, False, error=str(error))
     except OSError as error:
