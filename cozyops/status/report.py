@@ -257,8 +257,8 @@ class Chart:
     marker: tuple[float, str] | None = None  # (x, label): "now"
 
 
-def cert_timeline(certs: list[CertState], now: datetime.datetime, width: int = 760, row: int = 22,
-                  label_width: int = 230) -> Chart:
+def cert_timeline(certs: list[CertState], now: datetime.datetime, width: int = 1020, row: int = 24,
+                  label_width: int = 250) -> Chart:
     """Certificate expiry over time: one row per certificate (soonest expiry first), a bar from
     issuance to expiry on a common time axis, ``now`` marked, the colour its band."""
     dated = sorted((c for c in certs if c.not_after), key=lambda c: c.not_after)
@@ -291,7 +291,7 @@ def cert_timeline(certs: list[CertState], now: datetime.datetime, width: int = 7
     return chart
 
 
-def instances_per_server(report: Report, width: int = 760, row: int = 26, label_width: int = 120) -> Chart:
+def instances_per_server(report: Report, width: int = 1020, row: int = 28, label_width: int = 120) -> Chart:
     """Instances per server: a bar per server, stacked by state (the fleet's view and the server's)."""
     counts: dict[str, dict[str, int]] = {s.name: dict.fromkeys(STATES, 0) for s in report.servers}
     for instance in report.instances:
