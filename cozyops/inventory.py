@@ -714,6 +714,7 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
     seen: dict[str, int] = {}
     instances = []
     used_servers: set[str] = set()
+    app_lists: dict[tuple, tuple[str, ...]] = {}  # a fleet has few distinct app lists: each checked once
     for index, item in enumerate(items):
         key = f"instances[{index}]"
         if not isinstance(item, dict):
@@ -738,13 +739,7 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
             raise ConfigError(label, f"{key}.server: {server!r} is not a host of hosts.yml (hosts: {known})")
         server = str(server)
         used_servers.add(server)
-        apps_value = item.get("apps", DEFAULT_APPS)
-        if not isinstance(apps_value, list | tuple) or not all(isinstance(app, str) for app in apps_value):
-            raise ConfigError(label, f"{key}.apps: must be a list of app slugs")
-        for app in apps_value:
-            if not _APP.match(app.strip().lower()):
-                raise ConfigError(label, f"{key}.apps: {app!r} is not an app slug")
-        apps = tuple(dict.fromkeys(app.strip().lower() for app in apps_value))
+        apps = _apps(item.get("apps", DEFAULT_APPS), app_lists, label, key)
         _check_derived_lengths(domain, apps, mode, label, key)
         instances.append(Instance(domain, server, apps, **_instance_settings(item, label, key)))
     if mode is SubdomainMode.NESTED:
@@ -809,6 +804,24 @@ def _instance_settings(item: dict, label: str, key: str) -> dict:
     if item.get("blocking_reason") is not None:
         found["blocking_reason"] = _string(item["blocking_reason"], label, f"{key}.blocking_reason")
     return found
+
+
+def _apps(value: Any, checked: dict[tuple, tuple[str, ...]], label: str, key: str) -> tuple[str, ...]:
+    """An instance's app slugs (lower case, without repeats); ``checked`` keeps the lists already
+    accepted, so that 100,000 instances with the same apps check one list."""
+    if isinstance(value, list | tuple):
+        try:
+            return checked[tuple(value)]
+        except (KeyError, TypeError):  # new, or holding unhashable items (refused below)
+            pass
+    if not isinstance(value, list | tuple) or not all(isinstance(app, str) for app in value):
+        raise ConfigError(label, f"{key}.apps: must be a list of app slugs")
+    for app in value:
+        if not _APP.match(app.strip().lower()):
+            raise ConfigError(label, f"{key}.apps: {app!r} is not an app slug")
+    apps = tuple(dict.fromkeys(app.strip().lower() for app in value))
+    checked[tuple(value)] = apps
+    return apps
 
 
 MAX_NAME = 253  # characters of a domain name in text form, without the final dot (255 octets on the wire)

@@ -10,6 +10,9 @@
   certificate issued, for the weekly budget). ``challenges``: every ACME challenge TXT value a
   run publishes, journaled before it is sent and removed once it is cleaned up, so that the next
   run removes what an interrupted one left. The v2 import ledger (``v2_ledger``, ``v2_imports``).
+  Long operations made of steps (an instance's move, an install): ``operations`` (one row per
+  operation: its kind, subject, parameters and outcome) and ``operation_steps`` (each step done,
+  with what it produced), so that a run killed between two steps continues after the last one done.
 
 The database records its schema version (``PRAGMA user_version``). Opening one written by an
 older cozyops upgrades it in place, in one transaction (a database of the first release, which
@@ -110,6 +113,26 @@ CREATE TABLE IF NOT EXISTS challenges (
 );
 ALTER TABLE certificates DROP COLUMN deployed;
 ALTER TABLE issuances ADD COLUMN order_url TEXT;
+""",
+    # 2 -> 3: journaled steps of long operations (moves, installs).
+    2: """
+CREATE TABLE IF NOT EXISTS operations (
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    params TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,
+    outcome TEXT,
+    PRIMARY KEY (kind, subject)
+);
+CREATE TABLE IF NOT EXISTS operation_steps (
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    step TEXT NOT NULL,
+    at TEXT NOT NULL,
+    result TEXT,
+    PRIMARY KEY (kind, subject, step)
+);
 """,
 }
 SCHEMA_VERSION = 1 + len(UPGRADES)
@@ -349,3 +372,89 @@ class Ledger:
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM v2_ledger WHERE export = ? AND domain = ?",
                                (self.export, self.domain)).fetchone()[0]
+
+
+class Steps:
+    """The journal of one long operation (``kind``, ``subject``: say ``move``, ``alice.example.org``)
+    made of named steps, each committed when done with what it produced, so that a run killed at
+    any point continues after the last step done and never does one twice.
+
+    ``start(params)`` begins the operation, or continues an unfinished one: it returns the
+    parameters the first run recorded (a continuation goes on with the same ones) and ``new`` is
+    false. ``finish(outcome)`` ends it; ``forget()`` removes every trace (an aborted operation).
+    """
+
+    def __init__(self, state_dir: Path, kind: str, subject: str) -> None:
+        self.db = connect(state_dir)
+        self.kind, self.subject = kind, subject
+        self.new = True
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Steps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _row(self) -> tuple | None:
+        return self.db.execute("SELECT params, started, finished, outcome FROM operations "
+                               "WHERE kind = ? AND subject = ?", (self.kind, self.subject)).fetchone()
+
+    def status(self) -> str:
+        """``new`` (never started, or forgotten), ``started`` (unfinished) or ``finished``."""
+        row = self._row()
+        return "new" if row is None else ("finished" if row[2] else "started")
+
+    def params(self) -> dict | None:
+        row = self._row()
+        return None if row is None else json.loads(row[0])
+
+    def outcome(self) -> str | None:
+        row = self._row()
+        return None if row is None else row[3]
+
+    def start(self, params: dict) -> dict:
+        """Begin (or, when unfinished, continue) the operation; the parameters it runs with."""
+        row = self._row()
+        if row is not None and not row[2]:
+            self.new = False
+            return json.loads(row[0])
+        with self.db:
+            self.db.execute("DELETE FROM operation_steps WHERE kind = ? AND subject = ?", (self.kind, self.subject))
+            self.db.execute("INSERT OR REPLACE INTO operations (kind, subject, params, started) VALUES (?,?,?,?)",
+                            (self.kind, self.subject, json.dumps(params, sort_keys=True), _now()))
+        self.new = True
+        return params
+
+    def done(self, step: str) -> bool:
+        return self.db.execute("SELECT 1 FROM operation_steps WHERE kind = ? AND subject = ? AND step = ?",
+                               (self.kind, self.subject, step)).fetchone() is not None
+
+    def record(self, step: str, result: object = None) -> None:
+        """Mark ``step`` done (committed at once), with what it produced (JSON)."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO operation_steps (kind, subject, step, at, result) "
+                            "VALUES (?,?,?,?,?)", (self.kind, self.subject, step, _now(), json.dumps(result)))
+
+    def result(self, step: str) -> object:
+        """What ``step`` produced (``None`` when not done)."""
+        row = self.db.execute("SELECT result FROM operation_steps WHERE kind = ? AND subject = ? AND step = ?",
+                              (self.kind, self.subject, step)).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
+
+    def steps(self) -> list[tuple[str, str]]:
+        """The steps done, in order: (step, when)."""
+        return self.db.execute("SELECT step, at FROM operation_steps WHERE kind = ? AND subject = ? ORDER BY at, rowid",
+                               (self.kind, self.subject)).fetchall()
+
+    def finish(self, outcome: str = "done") -> None:
+        with self.db:
+            self.db.execute("UPDATE operations SET finished = ?, outcome = ? WHERE kind = ? AND subject = ?",
+                            (_now(), outcome, self.kind, self.subject))
+
+    def forget(self) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM operation_steps WHERE kind = ? AND subject = ?", (self.kind, self.subject))
+            self.db.execute("DELETE FROM operations WHERE kind = ? AND subject = ?", (self.kind, self.subject))

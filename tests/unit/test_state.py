@@ -33,7 +33,7 @@ def test_the_fixture_is_a_version_1_database():
 
 def test_a_database_main_wrote_is_upgraded_in_place_keeping_everything(tmp_path):
     db = state.connect(copy(tmp_path))
-    assert state.schema_version(db) == state.SCHEMA_VERSION == 2
+    assert state.schema_version(db) == state.SCHEMA_VERSION == 3
     assert "deployed" not in columns(db, "certificates")  # nothing ever wrote it
     assert columns(db, "challenges") == ["id", "at", "run", "zone", "fqdn", "value"]
     assert "order_url" in columns(db, "issuances")
@@ -54,7 +54,7 @@ def test_a_database_main_wrote_is_upgraded_in_place_keeping_everything(tmp_path)
     assert ledger.status() == "started" and ledger.get("file:1")["path"] == "/Documents/a.txt"
     ledger.close()
     again = state.connect(tmp_path)  # opening it again changes nothing
-    assert state.schema_version(again) == 2
+    assert state.schema_version(again) == 3
     again.close()
 
 
@@ -113,3 +113,29 @@ def test_the_challenge_journal_keeps_what_is_not_removed(tmp_path):
                              "challenges.example.net": [("a.challenges.example.net.", "v3")]}
     assert first.left() == {}  # only other runs' by default
     db.close()
+
+
+def test_journaled_steps_continue_after_the_last_one_done(tmp_path):
+    steps = state.Steps(tmp_path, "move", "alice.example.org")
+    assert steps.status() == "new" and steps.params() is None
+    assert steps.start({"to": "h2"}) == {"to": "h2"} and steps.new
+    steps.record("create", {"instance": "abc"})
+    steps.close()
+    # a run killed here: the next one continues with the first run's parameters
+    again = state.Steps(tmp_path, "move", "alice.example.org")
+    assert again.status() == "started"
+    assert again.start({"to": "h3"}) == {"to": "h2"} and not again.new
+    assert again.done("create") and not again.done("export")
+    assert again.result("create") == {"instance": "abc"} and again.result("export") is None
+    again.record("export")
+    assert [step for step, _ in again.steps()] == ["create", "export"]
+    again.finish("moved")
+    assert again.status() == "finished" and again.outcome() == "moved"
+    # a finished operation started again begins anew, its steps gone
+    assert again.start({"to": "h3"}) == {"to": "h3"} and again.new and not again.done("create")
+    again.forget()
+    assert again.status() == "new" and again.steps() == []
+    other = state.Steps(tmp_path, "install", "alice.example.org")  # another kind, same subject: apart
+    assert other.status() == "new"
+    other.close()
+    again.close()
