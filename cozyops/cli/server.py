@@ -185,8 +185,7 @@ def _upgrade_summary(result) -> None:
         err_console.print(f"upgraded {sum(len(b.hosts) for b in result.batches)} server(s) in "
                           f"{len(result.batches)} batch(es) ({result.seconds:.1f} s)", markup=False, soft_wrap=True)
         return
-    stage = {"before": "before its upgrade", "ansible": "during its upgrade",
-             "health": "in the health check after its upgrade"}[stop.stage]
+    stage = {"ansible": "during its upgrade", "health": "in the health check after its upgrade"}[stop.stage]
     err_console.print(f"upgrade stopped at batch {stop.number} ({', '.join(stop.hosts)}), {stage}:",
                       markup=False, soft_wrap=True)
     for host, reasons in stop.failures.items():
@@ -195,6 +194,6 @@ def _upgrade_summary(result) -> None:
     if result.untouched:
         err_console.print(f"not touched: {', '.join(result.untouched)}", markup=False, soft_wrap=True)
     old = sorted({o.package for o in stop.before.values() if o.package})
-    if old and stop.stage != "before":
+    if old:
         err_console.print(f"roll back: cozyops server upgrade --to {old[0]} {' '.join(stop.hosts)}; "
                           "continue after a fix: see docs/upgrades.md", markup=False, soft_wrap=True)

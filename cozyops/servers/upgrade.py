@@ -3,8 +3,9 @@ the same ansible-runner path as provisioning, with a health check around every b
 
 Before a batch, each of its servers is observed (:func:`observe`): cozy-stack's ``/status``, the
 version it runs and the package installed, its instance count (admin API), and one instance's app
-host through the server's nginx. A server already unhealthy stops the run before it is touched.
-The batch is then upgraded (one ansible-runner run, ``--limit`` the batch, its artifacts kept in
+host through the server's nginx. A server already unhealthy is said so and upgraded all the same
+(a roll-back or a fixed release is how it recovers); it has to be healthy afterwards. The batch is
+then upgraded (one ansible-runner run, ``--limit`` the batch, its artifacts kept in
 ``<fleet>/.cozyops/runs/``) and observed again: ``/status`` answers, the running version is the
 installed package (and ``--to``'s when given), the instance count is unchanged, the app host still
 answers through nginx. The first batch with a failure (Ansible's or the health check's) stops the
@@ -75,15 +76,19 @@ def problems(health: Health) -> list[str]:
 
 
 def compare(before: Health, after: Health, to: str | None) -> list[str]:
-    """What the upgrade broke on one server (pure): its own problems, then the version and the count."""
-    found = problems(after)
+    """What is wrong with one server after its upgrade (pure): its own problems (those it already
+    had before said so), the version, and the instance count against a healthy starting point (a
+    server that was unhealthy before, such as one being rolled back, only has to be healthy now)."""
+    earlier = set(problems(before))
+    found = [f"{problem} (already before the upgrade)" if problem in earlier else problem
+             for problem in problems(after)]
     if not after.reachable:
         return found
     if to and after.package != to:
         found.append(f"package {after.package or 'missing'} installed, not {to}")
     if after.version and after.package and after.version != after.package:
         found.append(f"runs {after.version} while {after.package} is installed (not restarted?)")
-    if before.instances is not None and after.instances != before.instances:
+    if not earlier and before.instances is not None and after.instances != before.instances:
         found.append(f"instances: {before.instances} before the upgrade, "
                      f"{after.instances if after.instances is not None else 'unknown'} after")
     return found
@@ -163,7 +168,8 @@ class BatchOutcome:
     run: str | None = None
     # host -> what failed ("" key: the batch as a whole)
     failures: dict[str, list[str]] = field(default_factory=dict)
-    stage: str = "health"  # where it stopped: before, ansible, health
+    stage: str = "health"  # where it stopped: ansible, health
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # host -> problems before the upgrade
 
     @property
     def ok(self) -> bool:
@@ -172,6 +178,7 @@ class BatchOutcome:
     def to_json(self) -> dict:
         return {"batch": self.number, "hosts": self.hosts, "run": self.run, "ok": self.ok,
                 **({"stage": self.stage, "failures": self.failures} if self.failures else {}),
+                **({"unhealthy_before": self.warnings} if self.warnings else {}),
                 "before": {h: o.to_json() for h, o in self.before.items()},
                 "after": {h: o.to_json() for h, o in self.after.items()}}
 
@@ -265,11 +272,9 @@ def _batch(fleet: Fleet, number: int, total: int, group: list[str], to: str | No
     for host in group:
         outcome.before[host] = health = observe(fleet, host, None)
         found = problems(health)
-        if found:
-            outcome.failures[host] = ["unhealthy before its upgrade: " + "; ".join(found)]
-    if outcome.failures:
-        outcome.stage = "before"
-        return outcome
+        if found:  # upgraded all the same (a roll-back, a fix): it must be healthy afterwards
+            outcome.warnings[host] = found
+            report(f"batch {number}/{total}: {host} is unhealthy before its upgrade: {'; '.join(found)}")
     report(f"batch {number}/{total}: upgrading {', '.join(group)}")
     result = prov.run_playbook(fleet, PLAYBOOK, group, extravars=extravars(to), keep=keep, progress=progress,
                                playbook_dir=playbook_dir)

@@ -172,9 +172,14 @@ def journal_runs(state_dir: Path, limit: int = RUNS_SHOWN) -> list[RunState]:
         entries = journal.entries()[-limit:]
     finally:
         journal.close()
-    return [RunState(entry["run"], entry["kind"], iso(parse_iso(entry["at"])) or "", entry["outcome"],
-                     entry["subject"].split() if entry["kind"] == "upgrade" else [],
-                     entry["error"] or entry["subject"]) for entry in reversed(entries)]
+    found = []
+    for entry in reversed(entries):
+        detail = entry["detail"] if isinstance(entry["detail"], dict) else {}
+        found.append(RunState(str(detail.get("run") or entry["run"]), entry["kind"],
+                              iso(parse_iso(entry["at"])) or "", entry["outcome"],
+                              entry["subject"].split() if entry["kind"] == "upgrade" else [],
+                              entry["error"] or entry["subject"]))
+    return found
 
 
 def collect(fleet: Fleet, *, now: datetime.datetime | None = None, dns: bool = True, workers: int = 8) -> Report:
@@ -191,7 +196,11 @@ def collect(fleet: Fleet, *, now: datetime.datetime | None = None, dns: bool = T
     report.instances += [InstanceState(domain, "", "missing") for domain in orphans]
     report.certificates, problem = certificates(fleet, now)
     report.dns = dns_drift(fleet) if dns else DnsDrift(False, "not checked (--no-dns)")
-    runs = playbook_runs(fleet.state_dir / "runs") + journal_runs(fleet.state_dir)
+    journal = journal_runs(fleet.state_dir)
+    # An upgrade batch is in the journal with its health check, and its playbook run among the
+    # runs: the journal's entry (which names the run) stands for both.
+    told = {run.id for run in journal}
+    runs = [run for run in playbook_runs(fleet.state_dir / "runs") if run.id not in told] + journal
     report.runs = sorted(runs, key=lambda r: r.at, reverse=True)[:RUNS_SHOWN]
     if problem:
         report.problems.append(f"certificates: {problem}")

@@ -284,8 +284,9 @@ def cert_timeline(certs: list[CertState], now: datetime.datetime, width: int = 1
     day = datetime.timedelta(days=1)
     step = max(1, math.ceil(span / 86400 / 6))
     tick = lo.replace(hour=0, minute=0, second=0, microsecond=0) + day
+    label = "%b %Y" if span > 300 * 86400 else "%d %b"
     while tick < hi:
-        chart.ticks.append((x(tick), tick.strftime("%d %b")))
+        chart.ticks.append((x(tick), tick.strftime(label)))
         tick += day * step
     chart.marker = (x(now), "now")
     return chart

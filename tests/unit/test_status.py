@@ -183,3 +183,19 @@ def test_runs_read_from_ansible_runners_artifacts(tmp_path):
         ("provision", "successful", ["h1", "h2"])]
     assert runs[1].at == "2026-12-05T10:00:00+00:00"
     assert collect.playbook_runs(tmp_path / "absent") == []
+
+
+def test_runs_read_from_the_journal(tmp_path):
+    from cozyops import state
+
+    journal = state.Journal(tmp_path)
+    journal.record("upgrade", "h1 h2", "failed", 2, "h1: instances: 1 before the upgrade, 0 after",
+                   {"batch": 1, "run": "20261205T100000Z-bbbbbb"})
+    journal.record("dns-batch", "zone lab.example", "ok", 12)
+    journal.close()
+    newest, oldest = collect.journal_runs(tmp_path)
+    assert (newest.kind, newest.outcome, newest.hosts, newest.detail) == ("dns-batch", "ok", [], "zone lab.example")
+    assert (oldest.id, oldest.kind, oldest.ok) == ("20261205T100000Z-bbbbbb", "upgrade", False)
+    assert oldest.hosts == ["h1", "h2"]
+    assert oldest.detail.startswith("h1: instances") and report.parse_iso(oldest.at).tzinfo is not None
+    assert collect.journal_runs(tmp_path / "none") == []

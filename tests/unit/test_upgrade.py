@@ -64,6 +64,17 @@ def test_what_an_upgrade_broke():
         assert upg.compare(before, after, to) == expected, (after, to)
 
 
+def test_a_server_unhealthy_before_has_to_be_healthy_after():
+    broken = healthy(version=NEW, package=NEW, instances=0, app_host="", app_status=None,
+                     error="cozy-stack knows none of the fleet's 1 instance(s) on this server (alice.example.org)")
+    # rolled back: healthy again, its instance back (the count is not held against it)
+    assert upg.compare(broken, healthy(), OLD) == []
+    # still broken after: said, with what was already wrong before
+    assert upg.compare(broken, broken, NEW) == [
+        "cozy-stack knows none of the fleet's 1 instance(s) on this server (alice.example.org) "
+        "(already before the upgrade)"]
+
+
 def fleet(mode: SubdomainMode, instances: tuple[Instance, ...] = ()) -> Fleet:
     return Fleet("f", Path("/nonexistent"), "example.org", mode, DnsSettings(DnsProviderKind.MANUAL), None,
                  {}, instances)
@@ -105,3 +116,20 @@ def test_a_stopped_run_in_json():
                                "failures": {"h3": ["instances: 2 before the upgrade, 0 after"]}}
     assert data["batches"][0]["ok"] and data["batches"][0]["after"]["h1"]["package"] == NEW
     assert not upg.UpgradeResult(NEW, [ok], []).failed
+
+
+def test_the_summary_of_a_stopped_run(capsys):
+    from cozyops.cli.server import _upgrade_summary
+
+    bad = upg.BatchOutcome(1, ["h1", "h2"], {"h1": healthy(), "h2": healthy(server="h2", instances=0)},
+                           {"h1": healthy(version=NEW, package=NEW, instances=0),
+                            "h2": healthy(server="h2", version=NEW, package=NEW, instances=0)}, "r1",
+                           {"h1": ["instances: 2 before the upgrade, 0 after"]})
+    _upgrade_summary(upg.UpgradeResult(NEW, [bad], ["h3", "h4"]))
+    err = capsys.readouterr().err
+    assert f"batch 1 h1: failed, cozy-stack {OLD} -> {NEW}, 0 instance(s)" in err
+    assert f"batch 1 h2: ok, cozy-stack {OLD} -> {NEW}, 0 instance(s)" in err
+    assert "upgrade stopped at batch 1 (h1, h2), in the health check after its upgrade:" in err
+    assert "  h1: instances: 2 before the upgrade, 0 after" in err
+    assert "not touched: h3, h4" in err
+    assert f"roll back: cozyops server upgrade --to {OLD} h1 h2" in err
