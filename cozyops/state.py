@@ -168,11 +168,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+_held: dict[Path, int] = {}  # the fleet locks this process holds (re-entrant: `apply` provisions inside its lock)
+_held_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]:
-    """Hold the fleet's lock for the duration; fail at once (naming the holder) if it is taken."""
+    """Hold the fleet's lock for the duration; fail at once (naming the holder) if it is taken.
+    A process that holds it already (``cozyops apply`` provisioning servers) takes it again."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / "lock"
+    path = (state_dir / "lock").resolve()
+    with _held_guard:
+        inner = path in _held
+        if inner:
+            _held[path] += 1
+    if inner:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[path] -= 1
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -183,9 +199,13 @@ def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]
                               "wait for it to finish") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {command or ' '.join(sys.argv[:3])}, since {_now()}\n".encode(), 0)
+        with _held_guard:
+            _held[path] = 1
         try:
             yield
         finally:
+            with _held_guard:
+                _held.pop(path, None)
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
@@ -487,6 +507,7 @@ class Owned:
 
     def __init__(self, state_dir: Path) -> None:
         self.db = connect(state_dir)
+        self._lock = threading.Lock()  # one connection shared by an apply's threads: one transaction at a time
 
     def close(self) -> None:
         self.db.close()
@@ -511,14 +532,14 @@ class Owned:
 
     def put(self, kind: str, name: str, server: str, origin: str = "created", settings: dict | None = None) -> None:
         """Record (or update) that the fleet owns ``name``; an existing record keeps its origin."""
-        with self.db:
+        with self._lock, self.db:
             self.db.execute(
                 "INSERT INTO owned (kind, name, server, origin, settings, at) VALUES (?,?,?,?,?,?) "
                 "ON CONFLICT (kind, name) DO UPDATE SET server = excluded.server, settings = excluded.settings, "
                 "at = excluded.at", (kind, name, server, origin, json.dumps(settings or {}, sort_keys=True), _now()))
 
     def drop(self, kind: str, name: str) -> None:
-        with self.db:
+        with self._lock, self.db:
             self.db.execute("DELETE FROM owned WHERE kind = ? AND name = ?", (kind, name))
 
     def server_digest(self, server: str) -> str | None:
