@@ -701,7 +701,18 @@ def _server(root: Path, host: _Host) -> Server:
         capacity = _number(raw, found[1], found[2], int, 0)
     return Server(host.name, ipv4, ipv6, connection=connection, host=address, port=port, user=user,
                   key_file=key_file, ssh_config=ssh_config, known_hosts=known_hosts, become=become,
-                  admin_passphrase_file=passphrase, key_file_source=key_source, capacity=capacity)
+                  admin_passphrase_file=passphrase, key_file_source=key_source, capacity=capacity,
+                  site_vars=_site_vars(host))
+
+
+SITE_VARS = ("cozy_acme_webroot", "cozy_tls_deploy_dir", "cozy_stack_address", "cozy_stack_port")
+
+
+def _site_vars(host: _Host) -> tuple[tuple[str, object], ...]:
+    """The host's variables that shape its nginx sites (see model.Server.site_vars)."""
+    return tuple(sorted((key, setting.value) for key, setting in host.vars.items.items()
+                        if (key in SITE_VARS or key.startswith("cozy_nginx_"))
+                        and isinstance(setting.value, str | int)))
 
 
 def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Server]) -> tuple[Instance, ...]:

@@ -72,6 +72,9 @@ class Server:
     admin_passphrase_file: Path | None = None  # cozy_admin_passphrase_file (here); None: Debian's, on the server
     key_file_source: str = "hosts.yml"  # the file and key that name key_file (for messages)
     capacity: int | None = None  # cozy_capacity: how many instances placement may put there (None: no bound)
+    # The host's variables its nginx sites are rendered with (role nginx: cozy_nginx_*, cozy_acme_webroot,
+    # cozy_tls_deploy_dir, cozy_stack_address, cozy_stack_port), as (name, value) pairs; the role's defaults else.
+    site_vars: tuple[tuple[str, object], ...] = ()
 
     @property
     def address(self) -> str:

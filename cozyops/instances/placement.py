@@ -49,5 +49,5 @@ def place(fleet: Fleet, extra: Mapping[str, int] | None = None, among: list[str]
         raise NoRoomError(f"fleet {fleet.name}", f"every server is full: {full}",
                           "raise cozy_capacity in hosts.yml or add a server, or name one with --server")
     # Most free places first; unbounded servers rank by their load (fewest instances first).
-    return min(open_, key=lambda name: (-free[name] if free[name] != float("inf") else -1e18 + used[name],
-                                        name))
+    return min(open_, key=lambda name: (0, used[name], name) if free[name] == float("inf")
+               else (1, -free[name], name))
