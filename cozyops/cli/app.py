@@ -27,6 +27,7 @@ GROUPS = {
     "cert": "cozyops.cli.cert",
     "v2": "cozyops.cli.v2",
     "server": "cozyops.cli.server",
+    "instance": "cozyops.cli.instance",
 }
 
 

@@ -1,0 +1,1 @@
+"""Instances: their lifecycle on the fleet's servers, and moves between servers (move.py)."""
