@@ -450,8 +450,6 @@ class Move:
     def run(self) -> dict:
         """Every step not done yet, in order; the outcome (what the last steps recorded)."""
         p = self.params
-        if self.steps.status() == "finished":
-            raise MoveError(f"instance {self.domain}", "its last move is finished", "nothing to continue")
         self.steps.start(dataclasses.asdict(p))
         for step in STEPS:
             if self.steps.done(step):
