@@ -64,6 +64,7 @@ from cozyops.model import (  # noqa: E402
 
 TARGET_RATIO = 300
 TARGET_PLAN_SECONDS = 2.0
+TARGET_PROCESS_SECONDS = 5.0  # issue 16: `cozyops dns plan` of 100,000 instances, first run, as a process
 
 
 def plan_process(count: int, workdir: Path, lab: Lab, env: dict) -> tuple[float, float]:
@@ -271,12 +272,16 @@ def main() -> int:
         print(f"  loading the same fleet from its files: {load[0]:.2f} s parsing instances.yml, {load[1]:.2f} s "
               "from its cache (the next runs)", flush=True)
         print(f"  `cozyops dns plan` of the same fleet as a process, first run (parsing included; manual "
-              f"provider: no zone to read): {process[0]:.2f} s wall, {process[1]:.2f} s of CPU (target < 5 s; "
-              f"load {os.getloadavg()[0]:.2f})", flush=True)
-        ok = ratio >= TARGET_RATIO and planned["total"] < TARGET_PLAN_SECONDS
+              f"provider: no zone to read): {process[0]:.2f} s wall, {process[1]:.2f} s of CPU (target < "
+              f"{TARGET_PROCESS_SECONDS:g} s; load {os.getloadavg()[0]:.2f})", flush=True)
+        # The per-record ratio's target is for a big apply (--instances 10000): with a few hundred
+        # instances, the process's fixed cost dominates it.
+        process_ok = process[0] < TARGET_PROCESS_SECONDS
+        ok = ratio >= TARGET_RATIO and planned["total"] < TARGET_PLAN_SECONDS and process_ok
         print(f"targets: {'met' if ok else 'NOT met'} (ratio {ratio:.0f}x >= {TARGET_RATIO}x: "
               f"{ratio >= TARGET_RATIO}; plan {planned['total']:.2f} s < {TARGET_PLAN_SECONDS:g} s: "
-              f"{planned['total'] < TARGET_PLAN_SECONDS})", flush=True)
+              f"{planned['total'] < TARGET_PLAN_SECONDS}; process {process[0]:.2f} s < {TARGET_PROCESS_SECONDS:g} s: "
+              f"{process_ok})", flush=True)
         return 0 if ok else 1
     finally:
         lab.down(purge=True)

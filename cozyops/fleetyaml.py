@@ -80,25 +80,25 @@ def load(text: str, max_depth: int = MAX_DEPTH) -> Any:
             event = get()
             kind = event.__class__
             if kind is ScalarEvent:
-                if event.anchor is not None:
+                value = event.value
+                if (fast and event.tag is None and event.anchor is None and value
+                        and (value[0] not in resolved_first or not event.implicit[0])):
+                    pass  # the common case: a string (plain, starting with a character no resolver takes, or quoted)
+                elif event.anchor is not None:
                     raise FleetYamlError(_line(event), f"anchor &{event.anchor}: YAML anchors and aliases are not "
                                          "allowed in fleet files (write the value out)")
-                tag = event.tag
-                if tag is None and fast and (not event.implicit[0] or event.value[:1] not in resolved_first) \
-                        and event.value:
-                    tag = _STR  # quoted, or plain starting with a character no implicit resolver takes
-                elif tag is None or tag == "!":
-                    tag = resolve(ScalarNode, event.value, event.implicit)
-                if tag == _STR:
-                    value: Any = event.value
-                elif tag == _MERGE:
-                    raise FleetYamlError(_line(event), "merge keys (<<) are not allowed in fleet files")
                 else:
-                    build = constructors.get(tag)
-                    if build is None:
-                        raise FleetYamlError(_line(event), f"the tag {tag} is not allowed in fleet files")
-                    node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-                    value = build(loader, node)
+                    tag = event.tag
+                    if tag is None or tag == "!":
+                        tag = resolve(ScalarNode, value, event.implicit)
+                    if tag == _MERGE:
+                        raise FleetYamlError(_line(event), "merge keys (<<) are not allowed in fleet files")
+                    if tag != _STR:
+                        build = constructors.get(tag)
+                        if build is None:
+                            raise FleetYamlError(_line(event), f"the tag {tag} is not allowed in fleet files")
+                        node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+                        value = build(loader, node)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 if event.anchor is not None:
                     raise FleetYamlError(_line(event), f"anchor &{event.anchor}: YAML anchors and aliases are not "

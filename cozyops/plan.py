@@ -38,9 +38,16 @@ def checksum(header: Iterable[str], lines: Iterable[str]) -> str:
     same whatever order they were planned in.
     """
     digest = hashlib.sha256("".join(f"{line}\n" for line in header).encode())
-    for line in lines:
-        digest.update(line.encode())
-        digest.update(b"\n")
+    batch: list[str] = []
+    for line in lines:  # hashed in batches of lines: one update per line costs more than the hash
+        batch.append(line)
+        if len(batch) == 4096:
+            batch.append("")
+            digest.update("\n".join(batch).encode())
+            batch.clear()
+    if batch:
+        batch.append("")
+        digest.update("\n".join(batch).encode())
     return digest.hexdigest()[:16]
 
 

@@ -9,6 +9,7 @@ without importing Typer or any command group. Everything else runs the Typer app
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
             sys.exit(0)
+    # A command's working set (100,000 instances, their records and plan) is millions of small
+    # objects that live until it ends: the collector's default (a pass every 700 allocations,
+    # each looking at every young container) cost a fifth of a big `dns plan`. Cycles are still
+    # collected, less often; memory freed by reference counting is freed as before.
+    gc.set_threshold(50_000, 20, 10)
     from cozyops.cli.app import run
 
     run(args)

@@ -27,6 +27,8 @@ GROUPS = {
     "cert": "cozyops.cli.cert",
     "v2": "cozyops.cli.v2",
     "server": "cozyops.cli.server",
+    # a single command (its module's app has one command and no callback)
+    "status": "cozyops.cli.status",
     "instance": "cozyops.cli.instance",
 }
 

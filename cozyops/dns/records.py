@@ -368,12 +368,23 @@ def zone_snippet(zone: str, records: list[RRset], header: str = "") -> str:
     """The records as zone-file lines, to paste into a zone managed elsewhere."""
     lines = [f"; {line}" for line in header.splitlines()] + [f"$ORIGIN {zone}."]
     width = max((len(record.name) for record in records), default=1)
-    for record in sorted(records, key=_snippet_order):
-        for value in record.values:
-            lines.append(f"{record.name:<{width}} {record.ttl} IN {record.rtype:<5} {value}")
+    by_name: dict[str, list[RRset]] = {}  # a name has several types: its key is made once
+    for record in records:
+        by_name.setdefault(record.name, []).append(record)
+    for name in sorted(by_name, key=_zone_down):
+        padded = name.ljust(width)
+        for record in sorted(by_name[name], key=_type_order):
+            start = f"{padded} {record.ttl} IN {record.rtype:<5} "  # once per record, not per value
+            lines.extend([start + value for value in record.values])
     return "\n".join(lines) + "\n"
 
 
-def _snippet_order(record: RRset) -> tuple:
-    # Apex first, then by name read from the zone down, so that related names sit together.
-    return (record.name != "@", list(reversed(record.name.split("."))), record.rtype)
+def _type_order(record: RRset) -> str:
+    return record.rtype
+
+
+def _zone_down(name: str) -> str:
+    """The sort key of a name: apex first, then the labels read from the zone down, so that related
+    names sit together. Joined by NUL (below every character of a label), comparing these strings
+    orders as comparing the lists of labels would, at a fraction of the cost."""
+    return "" if name == "@" else "\x01" + "\x00".join(reversed(name.split(".")))

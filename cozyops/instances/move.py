@@ -245,27 +245,19 @@ def instance_names(domain: str, zone: str) -> set[str]:
 
 # --- instances.yml (round trip, comments kept) ----------------------------------------------------
 
-def set_server_in_file(path: Path, domain: str, server: str) -> bool:
-    """Write ``server`` as the instance's server in ``instances.yml``, comments and order kept
-    (ruamel.yaml round trip, written atomically). False when it already said so."""
+def set_server_in_file(root: Path, domain: str, server: str) -> bool:
+    """Write ``server`` as the instance's server in the fleet's ``instances.yml`` (h17's
+    ``fleetfile.update``: comments and order kept). False when it already said so."""
     from ruamel.yaml import YAML
 
-    from cozyops import files
+    from cozyops.instances import fleetfile
 
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    data = yaml.load(path.read_text())
-    for entry in (data or {}).get("instances") or []:
-        if str(entry.get("domain", "")).lower() == domain:
-            if entry.get("server") == server:
-                return False
-            entry["server"] = server
-            out = io.StringIO()
-            yaml.dump(data, out)
-            files.write_atomic(path, out.getvalue().encode(), 0o644)
-            return True
-    raise MoveError(f"{path}", f"has no instance {domain}")
+    data = YAML(typ="safe").load((root / "instances.yml").read_text()) or {}
+    for entry in data.get("instances") or []:
+        if str(entry.get("domain", "")).lower() == domain and entry.get("server") == server:
+            return False
+    fleetfile.update(root, domain, {"server": server})
+    return True
 
 
 # --- the carrier: manifest and parts to the target ---------------------------------------------------
@@ -478,7 +470,7 @@ class Move:
                             f"{versions[p.source]}", "upgrade it first (`cozyops server upgrade`)")
         target_server = self.fleet.servers[p.target]
         on_target = [i for i in self.fleet.instances if i.server == p.target]
-        capacity = getattr(target_server, "capacity", None)
+        capacity = target_server.capacity
         if capacity is not None and len(on_target) + 1 > capacity:
             raise MoveError(f"server {p.target}", f"has {len(on_target)} instances, cozy_capacity {capacity}")
         used = int(self.admin(p.source).disk_usage(self.domain).get("used") or 0)
@@ -654,8 +646,7 @@ class Move:
 
     def step_switch(self) -> dict:
         p = self.params
-        path = self.fleet.root / "instances.yml"
-        changed = set_server_in_file(path, self.domain, p.target)
+        changed = set_server_in_file(self.fleet.root, self.domain, p.target)
         fleet = moved_fleet(self.fleet, self.domain, p.target)
         if self.site is not None:
             self.site(fleet, p.target)

@@ -15,6 +15,7 @@ import zipfile
 import pytest
 
 from cozyops import state
+from cozyops.errors import CozyopsError
 from cozyops.instances import move
 from cozyops.model import Fleet, Instance
 from cozyops.stack.public import md5_base64
@@ -118,11 +119,11 @@ def test_instances_yml_keeps_its_comments(tmp_path):
     text = ("# my instances\ninstances:\n  - domain: a.example.org\n    server: h1  # here for now\n"
             "    apps: [home, drive]\n  - domain: b.example.org\n    server: h1\n")
     path.write_text(text)
-    assert move.set_server_in_file(path, "a.example.org", "h2") is True
+    assert move.set_server_in_file(tmp_path, "a.example.org", "h2") is True
     assert path.read_text() == text.replace("server: h1  # here", "server: h2  # here")
-    assert move.set_server_in_file(path, "a.example.org", "h2") is False
-    with pytest.raises(move.MoveError, match="has no instance c.example.org"):
-        move.set_server_in_file(path, "c.example.org", "h2")
+    assert move.set_server_in_file(tmp_path, "a.example.org", "h2") is False
+    with pytest.raises(CozyopsError, match="c.example.org is not an instance of the fleet"):
+        move.set_server_in_file(tmp_path, "c.example.org", "h2")
 
 
 def test_the_fleet_after_the_move_and_the_instances_dns_names(tmp_path):

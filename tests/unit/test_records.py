@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from cozyops.dns import records
+from cozyops.dns.records import RRset
 from cozyops.model import (
     AcmeSettings,
     ChallengeDelegation,
@@ -141,3 +142,14 @@ def test_zone_snippet_lists_every_value_under_the_origin():
         "*.alice 300 IN A 192.0.2.10",
         "*.alice 300 IN AAAA 2001:db8::10",
     ]
+
+
+def test_zone_snippet_orders_names_from_the_zone_down_apex_first():
+    # Labels compared one by one (as lists): '-' and '0' sort below '.', so a joined string with
+    # '.' would put a-b.x before c.a.x; the snippet's key must not.
+    names = ["c.a.x", "a-b.x", "a.x", "x", "@", "b.x", "*.a.x", "a0.x", "_cozyops.a.x", "drive.a-b.x"]
+    rrsets = [RRset(name, rtype, 300, ("v",)) for name in names for rtype in ("TXT", "A")]
+    expected = sorted(rrsets, key=lambda r: (r.name != "@", list(reversed(r.name.split("."))), r.rtype))
+    body = [line.split()[0:4] for line in records.zone_snippet("example.org", rrsets).splitlines()[1:]]
+    assert body == [[r.name, "300", "IN", r.rtype] for r in expected]
+    assert body[0][0] == "@" and [row[0] for row in body].index("a.x") < [row[0] for row in body].index("a-b.x")
