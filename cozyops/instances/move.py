@@ -610,8 +610,8 @@ class Move:
         unread = []
         for doctype in readable:
             try:
-                content.docs[doctype] = {doc["_id"] for doc in public.all_docs(doctype, include_docs=False)
-                                         if not doc["_id"].startswith("_design/")}
+                content.docs[doctype] = {row["id"] for row in public.all_docs(doctype, include_docs=False)
+                                         if not row["id"].startswith("_design/")}
             except CozyopsError as error:
                 unread.append(f"{doctype}: {error}")
         stack = [(ROOT_ID, "")]

@@ -77,8 +77,8 @@ def snapshot(lab, server: str, domain: str) -> dict:
                     tree[child_path] = (child.type, child.size, child.md5sum)
                     if child.is_dir:
                         todo.append((child.id, child_path))
-            contacts = sorted((doc["_id"], doc.get("fullname")) for doc in public.all_docs("io.cozy.contacts")
-                              if not doc["_id"].startswith("_design/"))
+            contacts = sorted((row["id"], row["doc"].get("fullname")) for row in public.all_docs("io.cozy.contacts")
+                              if not row["id"].startswith("_design/"))
             return {"tree": tree, "contacts": contacts}
 
     return inside(lab, read)
