@@ -32,6 +32,7 @@ GROUPS = {
     "plan": "cozyops.cli.fleet:plan_app",
     "apply": "cozyops.cli.fleet:apply_app",
     "status": "cozyops.cli.status",
+    "instance": "cozyops.cli.instance",
 }
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cozyops import inventory
+from cozyops.cli.instance_move import move
 from cozyops.cli.render import emit_json, err_console
 from cozyops.errors import ConfigError, CozyopsError
 
@@ -445,3 +446,5 @@ def apps_update(slug: str = SlugArgument, source: str = SourceArgument, instance
     """Update an app, rolling by batches of instances with --batch N --pause S (stops at the first
     failed batch); exit 1 listing the failures."""
     _apps("update", slug, source, instance, server, every, batch, pause, fleet, json)
+
+app.command("move")(move)  # issue 21: in its own module
