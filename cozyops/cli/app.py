@@ -22,6 +22,7 @@ from cozyops.errors import CozyopsError
 
 # name -> module whose `app` is that group, in the order `--help` lists them.
 GROUPS = {
+    "install": "cozyops.cli.install",
     "lab": "cozyops.cli.lab",
     "dns": "cozyops.cli.dns",
     "cert": "cozyops.cli.cert",
