@@ -22,6 +22,7 @@ from cozyops.errors import CozyopsError
 
 # name -> module whose `app` is that group, in the order `--help` lists them.
 GROUPS = {
+    "install": "cozyops.cli.install",
     "lab": "cozyops.cli.lab",
     "dns": "cozyops.cli.dns",
     "cert": "cozyops.cli.cert",
@@ -32,7 +33,6 @@ GROUPS = {
     "plan": "cozyops.cli.fleet:plan_app",
     "apply": "cozyops.cli.fleet:apply_app",
     "status": "cozyops.cli.status",
-    "instance": "cozyops.cli.instance",
 }
 
 

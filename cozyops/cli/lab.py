@@ -194,7 +194,9 @@ def env(lab_id: str = IdOption, directory: Path = DirOption) -> None:
 
 @app.command()
 def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonOption) -> None:
-    """Set the lab up if needed (hosts with the cozy-stack double) and show, step by step, what works."""
+    """Set the lab up if needed (hosts with the cozy-stack double, and one fresh host) and show, step
+    by step, what works: the lab's services, then `cozyops install` on the fresh host (provisioning,
+    DNS, a wildcard certificate, the first instance) and HTTPS on its app subdomains."""
     if (
         lab_setup.missing_packages()
         or not lab_rootfs.built(lab_rootfs.path())
@@ -205,10 +207,12 @@ def demo(lab_id: str = IdOption, directory: Path = DirOption, json: bool = JsonO
     lab = Lab.open(lab_id, directory)
     # The demo shows the whole lab: hosts with the cozy-stack double on them. `up` starts only what
     # is missing, so on a complete lab this is quick.
+    # One more host stays a fresh Debian: `cozyops install` makes it a Cozy in the demo.
     with err_console.status(f"bringing lab {lab.spec.id} up, with the cozy-stack double on its hosts"):
-        lab.up(report=_step, with_stack=True)
+        state = lab.up(report=_step, with_stack=True, hosts_wanted=DEFAULT_HOSTS + 1, bare=1)
+    install_on = lab.spec.hosts(state.hosts)[-1]
     results = []
-    for step in lab_demo.steps(lab):
+    for step in lab_demo.steps(lab, install_on):
         with err_console.status(step.title):
             result = lab_demo.run_step(lab, step)
         results.append(result)

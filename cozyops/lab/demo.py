@@ -292,12 +292,64 @@ def certificates_for_the_fleet(lab: Lab) -> str:
             f"serial {record.serial}, until {record.not_after:%Y-%m-%d}")
 
 
+INSTALL_INSTANCE = "demo"
+
+
+def install_on_a_fresh_host(lab: Lab, host: HostSpec) -> str:
+    """`cozyops install` as a self-hoster runs it, against a fresh Debian host of the lab, into the
+    lab's fleet: provisioning, DNS, the wildcard certificate, the instance, the onboarding link."""
+    import re
+    import sys
+
+    domain = f"{INSTALL_INSTANCE}.{lab.spec.zone}"
+    argv = [sys.executable, "-m", "cozyops", "install", domain, "--email", f"{INSTALL_INSTANCE}@{lab.spec.zone}",
+            "--host", host.name, "--fleet", str(lab.fleet_dir)]
+    log = lab.logs / "demo-install.log"
+    with open(log, "a") as err:
+        result = subprocess.run(procs.netns_argv(lab.spec.netns, argv), stdout=subprocess.PIPE, stderr=err,
+                                text=True, timeout=3600)
+    if result.returncode != 0:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        raise LabError(f"cozyops install {domain} --host {host.name}", lines[-1] if lines else "failed",
+                       f"see {log}")
+    steps = re.findall(r"^  (\w+): (done|ok)", log.read_text().split("installing ")[-1], re.M)
+    changed = [step for step, status in steps if status == "done"]
+    link = "onboarding link printed (its token elided here)" if "registerToken=" in result.stdout else \
+        "already onboarded"
+    what = f"steps done: {', '.join(changed)}" if changed else "nothing to do (installed by an earlier demo)"
+    return f"{domain} on {host.name}: {what}; {link}; log {log}"
+
+
+def https_on_app_subdomains(lab: Lab, host: HostSpec, apps: tuple[str, ...]) -> str:
+    """Each app of the installed instance over HTTPS through nginx on the host, the certificate
+    verified against pebble's issuing root for the app's own name."""
+    import socket
+    import ssl
+
+    domain = f"{INSTALL_INSTANCE}.{lab.spec.zone}"
+    context = ssl.create_default_context(cafile=str(lab.pebble().issuing_root))
+    seen = []
+    for app in apps:
+        name = f"{app}.{domain}"
+        with socket.create_connection((host.address, 443), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname=name) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            head = tls.recv(4096).decode("latin-1").split("\r\n")
+        status = head[0].split()[1] if len(head[0].split()) > 1 else "?"
+        server = next((line.split(":", 1)[1].strip() for line in head if line.lower().startswith("server:")), "")
+        if not server.startswith("nginx") or status.startswith("5"):
+            raise LabError(f"https://{name}/", f"answered {status} through {server or 'no named server'}")
+        seen.append(f"{app} {status}")
+    return f"https://APP.{domain}/ through nginx, verified against pebble's root: {', '.join(seen)}"
+
+
 def _a(address: str, name: str) -> list[str]:
     response = dns.query.udp(dns.message.make_query(name, dns.rdatatype.A), address, timeout=1)
     return [rdata.address for rrset in response.answer for rdata in rrset if rrset.rdtype == dns.rdatatype.A]
 
 
-def steps(lab: Lab) -> list[Step]:
+def steps(lab: Lab, install_on: HostSpec | None = None) -> list[Step]:
+    """The demo's steps; ``install_on``: a fresh host that `cozyops install` turns into a Cozy."""
     key = lab.key()
     bind, knot, powerdns = lab.dns_servers()
     found = [
@@ -322,6 +374,13 @@ def steps(lab: Lab) -> list[Step]:
         found.append(Step(f"SSH to {host.name} with a verified host key", lambda h=host: ssh_verified(lab, h)))
     if hosts:
         found.append(Step(f"apt on {hosts[0].name} through the lab's proxy", lambda: apt_through_proxy(lab, hosts[0])))
+    if lab.state().stack and install_on is not None:
+        from cozyops.model import DEFAULT_APPS
+
+        found.append(Step(f"cozyops install {INSTALL_INSTANCE}.{lab.spec.zone} --host {install_on.name} "
+                          "(a fresh Debian host)", lambda: install_on_a_fresh_host(lab, install_on)))
+        found.append(Step(f"HTTPS on the app subdomains of {INSTALL_INSTANCE}.{lab.spec.zone}",
+                          lambda: https_on_app_subdomains(lab, install_on, DEFAULT_APPS)))
     if lab.state().stack:
         for host in hosts:
             found.append(Step(f"the cozy-stack double on {host.name} answers through SSH forwarding",

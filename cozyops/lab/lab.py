@@ -233,9 +233,11 @@ class Lab:
 
     # -- up ------------------------------------------------------------------------------------
 
-    def up(self, report: Report = _quiet, hosts_wanted: int | None = None, with_stack: bool = False) -> LabState:
+    def up(self, report: Report = _quiet, hosts_wanted: int | None = None, with_stack: bool = False,
+           bare: int = 0) -> LabState:
         """Start what is not running. ``hosts_wanted`` (default 2) hosts at least: a lab keeps
-        the hosts it has. ``with_stack`` installs the cozy-stack double on every host."""
+        the hosts it has. ``with_stack`` installs the cozy-stack double on every host but the last
+        ``bare`` ones, which are left as fresh Debian hosts (for `cozyops install`, `lab demo`)."""
         setup.require_root("cozyops lab up")
         setup.require_packages("cozyops lab up")
         with self._locked():
@@ -297,12 +299,13 @@ class Lab:
             if wanted_hosts:
                 assert lower is not None
                 booted = self._hosts_up(state, wanted_hosts, lower, report)
+                stacked = wanted_hosts[: len(wanted_hosts) - bare] if bare else wanted_hosts
                 if with_stack:
-                    self._stack_up(state, wanted_hosts, report)
-                elif state.stack and booted:
+                    self._stack_up(state, stacked, report)
+                elif state.stack and [host for host in booted if host in stacked]:
                     # A lab with the stack keeps it on every host: new hosts get it, and booted
                     # ones are checked until cozy-stack answers (their init started it).
-                    self._stack_up(state, booted, report)
+                    self._stack_up(state, [host for host in booted if host in stacked], report)
             elif with_stack:
                 raise ConfigError("--with-stack", "needs hosts (--hosts 1 or more)")
             where = self.host_files

@@ -195,10 +195,11 @@ def test_lab_exec_passes_everything_through(lab, tmp_path):
     assert lab.spec.bind_address in inside.stdout
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(2700)
 def test_demo_passes_on_the_lab(lab):
-    # the demo provisions the hosts with Ansible (`lab up --with-stack`) when they lack the stack
-    result = cozyops(lab, "lab", "demo", "--json", timeout=1400)
+    # the demo provisions the hosts with Ansible (`lab up --with-stack`) when they lack the stack,
+    # and one more, fresh, host through `cozyops install`
+    result = cozyops(lab, "lab", "demo", "--json", timeout=2600)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] and all(step["ok"] for step in report["steps"])
@@ -210,6 +211,10 @@ def test_demo_passes_on_the_lab(lab):
         "DNS records for the fleet's instances (cozyops dns apply)"]
     assert f"alice.{lab.spec.zone}: alice.{lab.spec.zone} + *.alice.{lab.spec.zone}, chain verified against " \
            "pebble's root" in details["wildcard certificates for the fleet's instances (cozyops cert issue)"]
+    installed = next(step for step in report["steps"] if step["title"].startswith("cozyops install demo."))
+    assert "onboarding link printed" in installed["detail"]
+    https = next(step for step in report["steps"] if step["title"].startswith("HTTPS on the app subdomains"))
+    assert "through nginx, verified against pebble's root: home " in https["detail"]
 
 
 def test_another_directory_cannot_take_over_a_running_labs_namespace(lab, tmp_path):
