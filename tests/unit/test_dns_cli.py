@@ -1,5 +1,6 @@
 """`cozyops dns` without a DNS server: the manual provider, bad input, the lock and the journal."""
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -71,22 +72,29 @@ def test_bad_fleet_input_is_one_line_naming_file_and_key(capsys, manual_fleet):
                            "hosts.yml (hosts: h1)")
 
 
-def test_the_lock_names_its_holder_and_is_released(tmp_path):
-    # Another process holds it (within one process the lock is re-entrant: `apply` provisions inside it).
+@contextlib.contextmanager
+def lock_held_elsewhere(state_dir, fleet: str, command: str):
+    """The fleet's lock held by another process for the duration (within one process the lock is
+    re-entrant: `apply` provisions inside it)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cozyops import state\n"
-         "with state.fleet_lock(Path(sys.argv[1]), 'f', 'first run'):\n"
-         "    print('held', flush=True); sys.stdin.readline()", str(tmp_path)],
+        [sys.executable, "-c", "import sys; from pathlib import Path; from cozyops import state\n"
+         "with state.fleet_lock(Path(sys.argv[1]), sys.argv[2], sys.argv[3]):\n"
+         "    print('held', flush=True); sys.stdin.readline()", str(state_dir), fleet, command],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+
+
+def test_the_lock_names_its_holder_and_is_released(tmp_path):
+    with lock_held_elsewhere(tmp_path, "f", "first run"):
         with pytest.raises(state.LockedError, match=r"^fleet f: another cozyops run is working on it \(pid \d+, "
                                                      r"first run, since .*\) \(wait for it to finish\)$"):
             with state.fleet_lock(tmp_path, "f", "second run"):
                 pass
-    finally:
-        holder.communicate("\n", timeout=30)
-    assert holder.returncode == 0
     with state.fleet_lock(tmp_path, "f", "third run"):
         assert "third run" in (tmp_path / "lock").read_text()
         with state.fleet_lock(tmp_path, "f", "nested"):  # the same process: taken again

@@ -2,8 +2,7 @@
 
 import json
 
-from cozyops import state
-from tests.unit.test_dns_cli import manual_fleet, run  # noqa: F401 - the fixture
+from tests.unit.test_dns_cli import lock_held_elsewhere, manual_fleet, run  # noqa: F401 - the fixture
 from tests.unit.test_inventory import GROUP_VARS, make
 
 
@@ -33,7 +32,7 @@ def test_no_acme_settings_is_one_error_line(capsys, tmp_path):
 
 
 def test_issue_refuses_while_another_run_holds_the_fleet(capsys, manual_fleet):  # noqa: F811
-    with state.fleet_lock(manual_fleet / ".cozyops", "manual-test", "cozyops dns apply"):
+    with lock_held_elsewhere(manual_fleet / ".cozyops", "manual-test", "cozyops dns apply"):
         code, _, err = run(capsys, "cert", "issue", "--dry-run", "--fleet", str(manual_fleet))
     assert code == 1 and "another cozyops run is working on it" in err and "cozyops dns apply" in err
 
