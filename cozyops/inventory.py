@@ -695,9 +695,24 @@ def _server(root: Path, host: _Host) -> Server:
     passphrase = None
     if found := value("cozy_admin_passphrase_file"):
         passphrase = _secret_file(root, found[0], found[1], found[2])
+    capacity = None
+    if found := value("cozy_capacity"):
+        raw = int(found[0]) if isinstance(found[0], str) and found[0].strip().isdigit() else found[0]
+        capacity = _number(raw, found[1], found[2], int, 0)
     return Server(host.name, ipv4, ipv6, connection=connection, host=address, port=port, user=user,
                   key_file=key_file, ssh_config=ssh_config, known_hosts=known_hosts, become=become,
-                  admin_passphrase_file=passphrase, key_file_source=key_source)
+                  admin_passphrase_file=passphrase, key_file_source=key_source, capacity=capacity,
+                  site_vars=_site_vars(host))
+
+
+SITE_VARS = ("cozy_acme_webroot", "cozy_tls_deploy_dir", "cozy_stack_address", "cozy_stack_port")
+
+
+def _site_vars(host: _Host) -> tuple[tuple[str, object], ...]:
+    """The host's variables that shape its nginx sites (see model.Server.site_vars)."""
+    return tuple(sorted((key, setting.value) for key, setting in host.vars.items.items()
+                        if (key in SITE_VARS or key.startswith("cozy_nginx_"))
+                        and isinstance(setting.value, str | int)))
 
 
 def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Server]) -> tuple[Instance, ...]:
@@ -737,7 +752,7 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
         used_servers.add(server)
         apps = _apps(item.get("apps", DEFAULT_APPS), app_lists, label, key)
         _check_derived_lengths(domain, apps, mode, label, key)
-        instances.append(Instance(domain, server, apps, item.get("email"), item.get("locale")))
+        instances.append(Instance(domain, server, apps, **_instance_settings(item, label, key)))
     if mode is SubdomainMode.NESTED:
         _refuse_nested_below(seen, zone, label)
     for name in sorted(used_servers):
@@ -747,6 +762,59 @@ def _instances(root: Path, zone: str, mode: SubdomainMode, servers: dict[str, Se
                 "set cozy_public_ipv4 (or an IPv4 ansible_host) and/or cozy_public_ipv6",
             )
     return tuple(instances)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?)b?\s*$", re.I)
+_LOCALE = re.compile(r"^[a-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*$")
+_CONTEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_TZ = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*$")
+
+
+def parse_size(value: Any, label: str, key: str) -> int:
+    """A size in bytes: a whole number (bytes), or with a unit: kB, MB, GB, TB (powers of 1000) or
+    KiB, MiB, GiB, TiB (powers of 1024), as cozy-stack's own CLI reads --disk-quota. 0: none."""
+    if isinstance(value, bool):
+        raise ConfigError(label, f"{key}: {value!r} is not a size (bytes, or 5GB, 500MiB...)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(label, f"{key}: {value!r} is not a size (bytes, or 5GB, 500MiB...)")
+        return value
+    found = _SIZE.match(str(value)) if isinstance(value, str | float) else None
+    if not found:
+        raise ConfigError(label, f"{key}: {value!r} is not a size (bytes, or 5GB, 500MiB...)")
+    number, unit, binary = found.groups()
+    power = "kmgtp".find(unit.lower()) + 1 if unit else 0
+    return int(float(number) * (1024 if binary else 1000) ** power)
+
+
+def _instance_settings(item: dict, label: str, key: str) -> dict:
+    """The optional fields of an instance in instances.yml, checked (model.Instance's names)."""
+    found: dict[str, Any] = {}
+    if item.get("email") is not None:
+        email = _string(item["email"], label, f"{key}.email")
+        if "@" not in email or any(c.isspace() for c in email):
+            raise ConfigError(label, f"{key}.email: {email!r} is not an e-mail address")
+        found["email"] = email
+    if item.get("locale") is not None:
+        locale = _string(item["locale"], label, f"{key}.locale")
+        if not _LOCALE.match(locale):
+            raise ConfigError(label, f"{key}.locale: {locale!r} is not a locale (en, fr, pt_BR...)")
+        found["locale"] = locale
+    if item.get("quota") is not None:
+        found["quota"] = parse_size(item["quota"], label, f"{key}.quota")
+    for name, pattern, what in (("context", _CONTEXT, "a context name"), ("tz", _TZ, "a time zone (Europe/Paris)")):
+        if item.get(name) is not None:
+            text = _string(item[name], label, f"{key}.{name}")
+            if not pattern.match(text):
+                raise ConfigError(label, f"{key}.{name}: {text!r} is not {what}")
+            found[name] = text
+    if item.get("public_name") is not None:
+        found["public_name"] = _string(item["public_name"], label, f"{key}.public_name")
+    if item.get("blocked") is not None:
+        found["blocked"] = _boolean(item["blocked"], label, f"{key}.blocked")
+    if item.get("blocking_reason") is not None:
+        found["blocking_reason"] = _string(item["blocking_reason"], label, f"{key}.blocking_reason")
+    return found
 
 
 def _apps(value: Any, checked: dict[tuple, tuple[str, ...]], label: str, key: str) -> tuple[str, ...]:

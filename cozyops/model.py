@@ -71,6 +71,10 @@ class Server:
     become: bool = False  # ansible_become
     admin_passphrase_file: Path | None = None  # cozy_admin_passphrase_file (here); None: Debian's, on the server
     key_file_source: str = "hosts.yml"  # the file and key that name key_file (for messages)
+    capacity: int | None = None  # cozy_capacity: how many instances placement may put there (None: no bound)
+    # The host's variables its nginx sites are rendered with (role nginx: cozy_nginx_*, cozy_acme_webroot,
+    # cozy_tls_deploy_dir, cozy_stack_address, cozy_stack_port), as (name, value) pairs; the role's defaults else.
+    site_vars: tuple[tuple[str, object], ...] = ()
 
     @property
     def address(self) -> str:
@@ -80,11 +84,27 @@ class Server:
 
 @dataclass(frozen=True)
 class Instance:
+    """An instance of instances.yml. ``None`` for a field means "not set in the fleet":
+    cozy-stack's default at creation, and never changed afterwards by a plan."""
+
     domain: str
     server: str
     apps: tuple[str, ...] = DEFAULT_APPS
     email: str | None = None
     locale: str | None = None
+    quota: int | None = None  # disk quota in bytes (instances.yml: 5GB, 500MiB, or bytes); 0: none
+    context: str | None = None  # cozy-stack's context (ContextName)
+    tz: str | None = None  # Timezone, e.g. Europe/Paris
+    public_name: str | None = None  # PublicName
+    blocked: bool | None = None  # blocked by cozy-stack (Blocked=true) with its reason; None: not set
+    blocking_reason: str | None = None
+
+    # The fields a plan compares with the instance on its server (the settable ones).
+    SETTINGS = ("email", "locale", "quota", "context", "tz", "public_name", "blocked", "blocking_reason")
+
+    def settings(self) -> dict:
+        """The fields set in the fleet (what a plan holds the server to)."""
+        return {name: getattr(self, name) for name in self.SETTINGS if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)

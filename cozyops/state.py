@@ -134,6 +134,24 @@ CREATE TABLE IF NOT EXISTS operation_steps (
     PRIMARY KEY (kind, subject, step)
 );
 """,
+    # 3 -> 4: what the fleet owns on its servers (instances it created or adopted, nginx sites)
+    # with the settings last applied; the provisioning inputs of each server's last good run.
+    3: """
+CREATE TABLE IF NOT EXISTS owned (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    server TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS server_inputs (
+    server TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+""",
 }
 SCHEMA_VERSION = 1 + len(UPGRADES)
 
@@ -150,11 +168,27 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
+_held: dict[Path, int] = {}  # the fleet locks this process holds (re-entrant: `apply` provisions inside its lock)
+_held_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]:
-    """Hold the fleet's lock for the duration; fail at once (naming the holder) if it is taken."""
+    """Hold the fleet's lock for the duration; fail at once (naming the holder) if it is taken.
+    A process that holds it already (``cozyops apply`` provisioning servers) takes it again."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / "lock"
+    path = (state_dir / "lock").resolve()
+    with _held_guard:
+        inner = path in _held
+        if inner:
+            _held[path] += 1
+    if inner:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[path] -= 1
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -165,9 +199,13 @@ def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]
                               "wait for it to finish") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {command or ' '.join(sys.argv[:3])}, since {_now()}\n".encode(), 0)
+        with _held_guard:
+            _held[path] = 1
         try:
             yield
         finally:
+            with _held_guard:
+                _held.pop(path, None)
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
@@ -458,3 +496,60 @@ class Steps:
         with self.db:
             self.db.execute("DELETE FROM operation_steps WHERE kind = ? AND subject = ?", (self.kind, self.subject))
             self.db.execute("DELETE FROM operations WHERE kind = ? AND subject = ?", (self.kind, self.subject))
+
+
+class Owned:
+    """What the fleet owns on its servers: ``instance`` (created or adopted by the fleet) and
+    ``site`` (nginx sites it wrote), each with its server, how it came to be the fleet's
+    (``created``, ``adopted``) and the settings last applied (JSON: what cozy-stack does not show
+    back, such as the e-mail address or the time zone). A plan touches only what is listed here.
+    Also the digest of each server's provisioning inputs at its last successful run."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.db = connect(state_dir)
+        self._lock = threading.Lock()  # one connection shared by an apply's threads: one transaction at a time
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Owned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def all(self, kind: str) -> dict[str, dict]:
+        """name -> {server, origin, settings, at}."""
+        rows = self.db.execute("SELECT name, server, origin, settings, at FROM owned WHERE kind = ?", (kind,))
+        return {name: {"server": server, "origin": origin, "settings": json.loads(settings), "at": at}
+                for name, server, origin, settings, at in rows}
+
+    def get(self, kind: str, name: str) -> dict | None:
+        row = self.db.execute("SELECT server, origin, settings, at FROM owned WHERE kind = ? AND name = ?",
+                              (kind, name)).fetchone()
+        return None if row is None else {"server": row[0], "origin": row[1], "settings": json.loads(row[2]),
+                                         "at": row[3]}
+
+    def put(self, kind: str, name: str, server: str, origin: str = "created", settings: dict | None = None) -> None:
+        """Record (or update) that the fleet owns ``name``; an existing record keeps its origin."""
+        with self._lock, self.db:
+            self.db.execute(
+                "INSERT INTO owned (kind, name, server, origin, settings, at) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (kind, name) DO UPDATE SET server = excluded.server, settings = excluded.settings, "
+                "at = excluded.at", (kind, name, server, origin, json.dumps(settings or {}, sort_keys=True), _now()))
+
+    def drop(self, kind: str, name: str) -> None:
+        with self._lock, self.db:
+            self.db.execute("DELETE FROM owned WHERE kind = ? AND name = ?", (kind, name))
+
+    def server_digest(self, server: str) -> str | None:
+        row = self.db.execute("SELECT digest FROM server_inputs WHERE server = ?", (server,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_server_digest(self, server: str, digest: str | None) -> None:
+        with self.db:
+            if digest is None:
+                self.db.execute("DELETE FROM server_inputs WHERE server = ?", (server,))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO server_inputs (server, digest, at) VALUES (?,?,?)",
+                                (server, digest, _now()))

@@ -28,6 +28,11 @@ GROUPS = {
     "cert": "cozyops.cli.cert",
     "v2": "cozyops.cli.v2",
     "server": "cozyops.cli.server",
+    "instance": "cozyops.cli.instance",
+    # Top-level commands (module:attribute, or a module whose app has one command and no callback).
+    "plan": "cozyops.cli.fleet:plan_app",
+    "apply": "cozyops.cli.fleet:apply_app",
+    "status": "cozyops.cli.status",
 }
 
 
@@ -39,7 +44,8 @@ class LazyGroups(TyperGroup):
 
     def get_command(self, ctx, name):
         if name not in self.commands and name in GROUPS:
-            sub = importlib.import_module(GROUPS[name]).app
+            module, _, attribute = GROUPS[name].partition(":")
+            sub = getattr(importlib.import_module(module), attribute or "app")
             sub.rich_markup_mode = app.rich_markup_mode  # as add_typer would: the root's plain help
             group = typer.main.get_command(sub)
             group.name = name

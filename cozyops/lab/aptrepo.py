@@ -15,6 +15,7 @@ directory renamed into place when complete). The lab's apt proxy serves it to th
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -38,12 +39,24 @@ KEY_UID = "cozyops lab apt repository <lab@cozyops.invalid>"
 DOUBLE_SOURCE = Path(__file__).with_name("stackdouble")
 DOUBLE_DIR = "/usr/lib/cozy-stack-double"
 POUCHDB_DIR = "/opt/couchdb/pouchdb-server"
-# The versions the packages stand in for; the digest of their content is appended.
+# The versions the packages stand in for; the build time and the digest of their content are appended.
 STACK_VERSION = "1.6.40"
 COUCHDB_VERSION = "3.3.3"
+# cozy-stack's builds in the repository, for rolling upgrades (docs/upgrades.md): "base" is what the
+# lab's fleet pins for provisioning, "upgrade" a newer release of the same double, "broken" a
+# deliberately broken build (sorting between the two: ~ before anything) whose double looks for its
+# instances in a registry that does not exist, so that a server with instances seems to have none
+# after the upgrade and fails its health check, and a server without any passes.
+STACK_BUILDS = {
+    "base": (STACK_VERSION, ""),
+    "broken": ("1.6.41~rc1", "registry"),
+    "upgrade": ("1.6.41", ""),
+}
 # Bumped when the build's own steps change.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 MARKER = "cozyops-aptrepo.txt"
+VERSIONS = "versions.json"
+BUILD_INFO = "build.json"  # in DOUBLE_DIR: the package's version and fault, for the double to say
 
 Report = Callable[[str], None]
 
@@ -138,10 +151,12 @@ def _control(root: Path, package: str, conffiles: list[str], values: dict) -> No
     _put(root, "DEBIAN/conffiles", "".join(f"{name}\n" for name in conffiles).encode())
 
 
-def _stack_tree(root: Path, version: str, arch: str) -> None:
+def _stack_tree(root: Path, version: str, arch: str, fault: str = "") -> None:
     debian = templates_dir() / "cozy-stack"
     shutil.copytree(DOUBLE_SOURCE, root / DOUBLE_DIR.lstrip("/") / "stackdouble",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    info = {"version": version, **({"fault": fault} if fault else {})}
+    _put(root, f"{DOUBLE_DIR}/{BUILD_INFO}", (json.dumps(info) + "\n").encode())
     _put(root, "/usr/bin/cozy-stack", (debian / "cozy-stack.wrapper").read_bytes(), 0o755)
     _put(root, "/usr/share/cozy/konnector-run.sh", (debian / "konnector-run.sh").read_bytes(), 0o755)
     conffiles = {
@@ -238,11 +253,14 @@ def build(log_path: Path, report: Report = lambda _: None) -> BuildResult:
         debs = []
         # The build time first, so that a newer build sorts after an older one for apt.
         built_at = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        for package, version in (("cozy-stack", STACK_VERSION), ("couchdb", COUCHDB_VERSION)):
+        versions: dict[str, str] = {}
+        builds = [("cozy-stack", name, version, fault) for name, (version, fault) in STACK_BUILDS.items()]
+        for package, name, version, fault in [*builds, ("couchdb", "couchdb", COUCHDB_VERSION, "")]:
             full = f"{version}+lab.{built_at}.{stamp}"
-            tree = scratch / "trees" / package
+            tree = scratch / "trees" / f"{package}-{name}"
             if package == "cozy-stack":
-                _stack_tree(tree, full, arch)
+                _stack_tree(tree, full, arch, fault)
+                versions[name] = full
             else:
                 _couchdb_tree(tree, full, arch, modules)
             deb = scratch / f"{package}_{full}_{arch}.deb"
@@ -250,11 +268,21 @@ def build(log_path: Path, report: Report = lambda _: None) -> BuildResult:
             debs.append(deb)
         top = scratch / "repo"
         _publish(top, debs, arch, log)
+        (top / VERSIONS).write_text(json.dumps({"cozy-stack": versions}, indent=2) + "\n")
         (top / MARKER).write_text(f"cozyops lab apt repository {stamp}\n")
         if target.exists():
             shutil.rmtree(target)
         os.rename(top, target)
     return BuildResult(target, True, time.monotonic() - started)
+
+
+def stack_versions(directory: Path) -> dict[str, str]:
+    """cozy-stack's versions in the repository: {"base": ..., "broken": ..., "upgrade": ...}."""
+    try:
+        return dict(json.loads((directory / VERSIONS).read_text())["cozy-stack"])
+    except (OSError, ValueError, KeyError) as error:
+        raise LabError(f"the lab's apt repository {directory}", f"has no {VERSIONS} ({error})",
+                       "run `sudo cozyops lab setup`") from None
 
 
 def source_line(keyring_path: str) -> str:

@@ -41,7 +41,15 @@ def provisioning_vars(fleet: Path) -> dict:
         "cozy_stack_couchdb_user": "",
         # A rebuilt lab repository keeps its address: refresh the lists at least every 10 minutes.
         "cozy_apt_cache_valid_time": 600,
+        **_pinned_stack(),
     }
+
+
+def _pinned_stack() -> dict:
+    """The repository holds newer cozy-stack builds for `server upgrade` (docs/upgrades.md): the
+    fleet pins the base build, as an operator pins the release their servers run."""
+    repo = aptrepo.find()
+    return {"cozy_stack_version": aptrepo.stack_versions(repo)["base"]} if repo is not None else {}
 
 
 def group_vars(spec: LabSpec, email: str, fleet: Path | None = None) -> dict:

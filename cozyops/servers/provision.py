@@ -178,9 +178,29 @@ def provision(
     playbook_dir: Path | None = None,
 ) -> ProvisionResult:
     """Run the site playbook on ``hosts`` (default: every server) of ``fleet``."""
+    targets = hosts_to_run(fleet, hosts)
+    with state.fleet_lock(fleet.state_dir, fleet.name, "server provision"):
+        return run_playbook(fleet, PLAYBOOK, targets, check=check, diff=diff, forks=forks, keep=keep,
+                            progress=progress, playbook_dir=playbook_dir)
+
+
+def run_playbook(
+    fleet: Fleet,
+    playbook: str,
+    targets: list[str],
+    *,
+    extravars: dict | None = None,
+    check: bool = False,
+    diff: bool = False,
+    forks: int | None = None,
+    keep: int = DEFAULT_KEEP,
+    progress: Progress = lambda _: None,
+    playbook_dir: Path | None = None,
+) -> ProvisionResult:
+    """One ansible-runner run of ``playbook`` limited to ``targets``, its artifacts kept as a run.
+    The caller holds the fleet's lock."""
     import ansible_runner  # the runner and its Ansible cost time to import: only when provisioning
 
-    targets = hosts_to_run(fleet, hosts)
     project = playbook_dir or paths.data_dir("playbooks")
     work = fleet.state_dir / "ansible"
     runs = fleet.state_dir / "runs"
@@ -211,28 +231,28 @@ def provision(
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
     }
     started = time.monotonic()
-    with state.fleet_lock(fleet.state_dir, fleet.name, "server provision"):
-        try:
-            runner = ansible_runner.run(
-                private_data_dir=str(work / "runner"),
-                artifact_dir=str(runs),
-                ident=run_id,
-                project_dir=str(project),
-                playbook=PLAYBOOK,
-                # hosts.yml (its group_vars/ next to it): the directory itself would have Ansible
-                # try instances.yml, secrets/ and the rest as inventories too.
-                inventory=str(fleet.root / "hosts.yml"),
-                limit=",".join(targets),
-                forks=forks or len(targets),
-                cmdline=cmdline or None,
-                envvars=env,
-                suppress_env_files=True,
-                quiet=True,
-                event_handler=on_event,
-            )
-        finally:
-            _close_masters(control)
-            prune_runs(runs, keep)
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(work / "runner"),
+            artifact_dir=str(runs),
+            ident=run_id,
+            project_dir=str(project),
+            playbook=playbook,
+            # hosts.yml (its group_vars/ next to it): the directory itself would have Ansible
+            # try instances.yml, secrets/ and the rest as inventories too.
+            inventory=str(fleet.root / "hosts.yml"),
+            limit=",".join(targets),
+            forks=forks or len(targets),
+            cmdline=cmdline or None,
+            extravars=extravars or None,
+            envvars=env,
+            suppress_env_files=True,
+            quiet=True,
+            event_handler=on_event,
+        )
+    finally:
+        _close_masters(control)
+        prune_runs(runs, keep)
     if runner.rc == 127 or runner.status == "error":
         raise CozyopsError("ansible-playbook", f"could not run ({runner.status}, exit {runner.rc})",
                            f"see {runs / run_id / 'stdout'}")

@@ -6,6 +6,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from cozyops import files
 from cozyops.transport.base import Command, CommandResult, Forward, Stdin, TransportError, command_line
@@ -44,6 +45,20 @@ class LocalTransport:
     def forward(self, remote_port: int, remote_host: str = "127.0.0.1") -> Iterator[Forward]:
         # On the server itself, its loopback is ours: nothing to forward.
         yield Forward(remote_host, remote_port, remote_host, remote_port)
+
+    @contextlib.contextmanager
+    def open_read(self, remote_path: str) -> Iterator[BinaryIO]:
+        try:
+            handle = open(remote_path, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError as error:
+            raise TransportError(f"{self.name}: {remote_path}", error.strerror or str(error)) from None
+        with handle:
+            yield handle
+
+    @contextlib.contextmanager
+    def reverse_forward(self, local_port: int, local_host: str = "127.0.0.1") -> Iterator[Forward]:
+        # On the server itself, our listener is already on its loopback.
+        yield Forward(local_host, local_port, local_host, local_port)
 
     def close(self) -> None:
         pass

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import paramiko
 
@@ -220,6 +221,25 @@ class SshTransport:
         except OSError as error:
             raise TransportError(f"{self.target.name}:{remote_path}", f"cannot read: {error}") from None
 
+    @contextlib.contextmanager
+    def open_read(self, remote_path: str) -> Iterator[BinaryIO]:
+        """A remote file opened for reading over SFTP, streamed (prefetched): for files too large
+        to hold in memory, such as an instance's export parts."""
+        try:
+            sftp = self._client.open_sftp()
+        except (OSError, paramiko.SSHException) as error:
+            raise TransportError(f"{self.target.name}:{remote_path}", f"cannot open SFTP: {error}") from None
+        try:
+            try:
+                handle = sftp.open(remote_path, "rb")
+            except OSError as error:
+                raise TransportError(f"{self.target.name}:{remote_path}", f"cannot read: {error}") from None
+            with handle:
+                handle.prefetch()
+                yield handle  # type: ignore[misc]
+        finally:
+            sftp.close()
+
     # -- port forwarding --------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -258,6 +278,32 @@ class SshTransport:
                 connection.close()
                 continue
             threading.Thread(target=_pump, args=(connection, channel, stop), daemon=True).start()
+
+    @contextlib.contextmanager
+    def reverse_forward(self, local_port: int, local_host: str = "127.0.0.1") -> Iterator[Forward]:
+        """A listener on the server's loopback (a free port sshd picks) whose connections are
+        tunnelled back to ``local_host:local_port`` here (ssh -R): how a server reaches a service
+        cozyops runs, such as the export parts it carries to a move's target.
+
+        The Forward's ``local_*`` are the server's end (what the server connects to)."""
+        transport = self._transport
+        stop = threading.Event()
+
+        def handler(channel: paramiko.Channel, origin: tuple, server: tuple) -> None:
+            # Called in paramiko's transport thread: connect and pump in a thread of its own.
+            threading.Thread(target=_connect_back, args=(channel, local_host, local_port, stop), daemon=True).start()
+
+        try:
+            port = transport.request_port_forward("127.0.0.1", 0, handler)
+        except paramiko.SSHException as error:
+            raise TransportError(self.target.where, f"the server refused a reverse port forward: {error}") from None
+        try:
+            yield Forward("127.0.0.1", port, local_host, local_port)
+        finally:
+            stop.set()
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                if transport.is_active():
+                    transport.cancel_port_forward("127.0.0.1", port)
 
     def close(self) -> None:
         self._client.close()
@@ -301,6 +347,17 @@ def _pump(connection: socket.socket, channel: paramiko.Channel, stop: threading.
         upstream.join(timeout=5)
         channel.close()
         connection.close()
+
+
+def _connect_back(channel: paramiko.Channel, host: str, port: int, stop: threading.Event) -> None:
+    try:
+        connection = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as error:
+        log.info("reverse forward to %s:%s refused: %s", host, port, error)
+        channel.close()
+        return
+    connection.settimeout(None)
+    _pump(connection, channel, stop)
 
 
 def _upstream(connection: socket.socket, channel: paramiko.Channel, stop: threading.Event) -> None:

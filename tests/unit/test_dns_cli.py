@@ -1,6 +1,8 @@
 """`cozyops dns` without a DNS server: the manual provider, bad input, the lock and the journal."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -70,13 +72,25 @@ def test_bad_fleet_input_is_one_line_naming_file_and_key(capsys, manual_fleet):
 
 
 def test_the_lock_names_its_holder_and_is_released(tmp_path):
-    with state.fleet_lock(tmp_path, "f", "first run"):
+    # Another process holds it (within one process the lock is re-entrant: `apply` provisions inside it).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from cozyops import state\n"
+         "with state.fleet_lock(Path(sys.argv[1]), 'f', 'first run'):\n"
+         "    print('held', flush=True); sys.stdin.readline()", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
         with pytest.raises(state.LockedError, match=r"^fleet f: another cozyops run is working on it \(pid \d+, "
                                                      r"first run, since .*\) \(wait for it to finish\)$"):
             with state.fleet_lock(tmp_path, "f", "second run"):
                 pass
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
     with state.fleet_lock(tmp_path, "f", "third run"):
         assert "third run" in (tmp_path / "lock").read_text()
+        with state.fleet_lock(tmp_path, "f", "nested"):  # the same process: taken again
+            assert "third run" in (tmp_path / "lock").read_text()
     assert (tmp_path / "lock").read_text() == ""
 
 

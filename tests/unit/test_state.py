@@ -33,7 +33,7 @@ def test_the_fixture_is_a_version_1_database():
 
 def test_a_database_main_wrote_is_upgraded_in_place_keeping_everything(tmp_path):
     db = state.connect(copy(tmp_path))
-    assert state.schema_version(db) == state.SCHEMA_VERSION == 3
+    assert state.schema_version(db) == state.SCHEMA_VERSION == 4
     assert "deployed" not in columns(db, "certificates")  # nothing ever wrote it
     assert columns(db, "challenges") == ["id", "at", "run", "zone", "fqdn", "value"]
     assert "order_url" in columns(db, "issuances")
@@ -54,7 +54,7 @@ def test_a_database_main_wrote_is_upgraded_in_place_keeping_everything(tmp_path)
     assert ledger.status() == "started" and ledger.get("file:1")["path"] == "/Documents/a.txt"
     ledger.close()
     again = state.connect(tmp_path)  # opening it again changes nothing
-    assert state.schema_version(again) == 3
+    assert state.schema_version(again) == 4
     again.close()
 
 

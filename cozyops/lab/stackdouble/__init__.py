@@ -12,5 +12,22 @@ Self-contained on purpose: the standard library and PyYAML only, so that it runs
 Debian host's ``python3`` and ``python3-yaml`` (``PYTHONPATH=<dir> python3 -m stackdouble``).
 """
 
-# The cozy-stack the references describe (cozy/cozy-stack@db116385).
-VERSION = "1.6.56-23-gdb1163854"
+import json as _json
+from pathlib import Path as _Path
+
+
+def _build_info() -> dict:
+    """What the lab's package says of its build (``<package dir>/build.json``, written by the lab's
+    apt repository): the package's version, and ``fault`` for its deliberately broken build."""
+    try:
+        info = _json.loads((_Path(__file__).resolve().parent.parent / "build.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+BUILD = _build_info()
+# The cozy-stack the references describe (cozy/cozy-stack@db116385), or the lab package's version.
+VERSION = str(BUILD.get("version") or "1.6.56-23-gdb1163854")
+# "registry": the broken build looks for its instances where there are none (docs/upgrades.md).
+FAULT = str(BUILD.get("fault") or "")

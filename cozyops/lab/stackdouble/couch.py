@@ -10,7 +10,11 @@ import threading
 import time
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-GLOBAL_INSTANCES = "global/instances"
+from . import FAULT
+
+# The lab's deliberately broken build (lab/aptrepo.py STACK_BUILDS["broken"]) reads a registry that
+# does not exist: every instance seems gone, as after a botched migration.
+GLOBAL_INSTANCES = "global/instances-next" if FAULT == "registry" else "global/instances"
 # A kept-alive connection idle longer than this is not reused: Node's HTTP server (pouchdb-server)
 # closes idle connections after 5 s, and a request racing that close would be lost.
 IDLE_REUSE = 4.0
