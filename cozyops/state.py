@@ -168,14 +168,15 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
-_held: dict[Path, int] = {}  # the fleet locks this process holds (re-entrant: `apply` provisions inside its lock)
+_held: dict[Path, int] = {}  # the fleet locks this process holds open to its own inner takes (`apply` provisions)
 _held_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]:
+def fleet_lock(state_dir: Path, fleet: str, command: str = "", reentrant: bool = False) -> Iterator[None]:
     """Hold the fleet's lock for the duration; fail at once (naming the holder) if it is taken.
-    A process that holds it already (``cozyops apply`` provisioning servers) takes it again."""
+    Taken with ``reentrant``, the same process may take it again inside (``cozyops apply``
+    provisions servers, which takes the lock itself); otherwise a second take fails too."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = (state_dir / "lock").resolve()
     with _held_guard:
@@ -199,13 +200,15 @@ def fleet_lock(state_dir: Path, fleet: str, command: str = "") -> Iterator[None]
                               "wait for it to finish") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {command or ' '.join(sys.argv[:3])}, since {_now()}\n".encode(), 0)
-        with _held_guard:
-            _held[path] = 1
+        if reentrant:
+            with _held_guard:
+                _held[path] = 1
         try:
             yield
         finally:
-            with _held_guard:
-                _held.pop(path, None)
+            if reentrant:
+                with _held_guard:
+                    _held.pop(path, None)
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the flock

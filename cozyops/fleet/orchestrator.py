@@ -172,7 +172,7 @@ class Orchestrator:
 
     @contextlib.contextmanager
     def locked(self, command: str = "") -> Any:
-        with state.fleet_lock(self.fleet.state_dir, self.fleet.name, command):
+        with state.fleet_lock(self.fleet.state_dir, self.fleet.name, command, reentrant=True):
             yield
 
     def close(self) -> None:

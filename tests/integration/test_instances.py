@@ -161,10 +161,17 @@ def test_modify_blocks_and_apps_install_reports_each_instance(stack_lab, fleets)
     assert "blocked: true" in (a / "instances.yml").read_text()
     assert cozyops(lab, a, "instance", "modify", domain, "--unblocked").returncode == 0
     assert data(cozyops(lab, a, "instance", "show", domain, "--json"))["state"] == "present"
-    installed = cozyops(lab, a, "instance", "apps", "install", "photos", "--server", "h2", "--json")
+    installed = cozyops(lab, a, "instance", "apps", "install", "notes", "--server", "h2", "--json")
     results = data(installed)["results"]
     assert installed.returncode == 0 and {r["domain"] for r in results} == {domain, f"a3{t}.{lab.spec.zone}"}
     assert all(r["ok"] for r in results), results
+    # photos is there already (the default apps): each instance's failure, exit 1 naming them
+    again = cozyops(lab, a, "instance", "apps", "install", "photos", "--server", "h2", "--json")
+    assert again.returncode == 1 and not any(r["ok"] for r in data(again)["results"])
+    assert "already exists" in data(again)["results"][0]["message"] and domain in again.stderr
+    rolled = cozyops(lab, a, "instance", "apps", "update", "notes", "registry://notes/beta", "--server", "h2",
+                     "--batch", "1", "--pause", "0.1", "--json")
+    assert rolled.returncode == 0 and all("1.1.0-beta.1" in r["message"] for r in data(rolled)["results"])
     failing = cozyops(lab, a, "instance", "apps", "update", "nosuchapp", "--all", "--batch", "1", "--json")
     report = data(failing)
     assert failing.returncode == 1 and report["stopped_after_batch"] == 1 and len(report["results"]) == 1
@@ -210,9 +217,10 @@ def test_adopt_makes_a_hand_made_instance_the_fleets(stack_lab, fleets):
     assert data(cozyops(lab, a, "instance", "show", domain, "--json"))["owned"] == "adopted"
 
 
-def test_flat_mode_on_a_server_the_fleet_provisions_flat(stack_lab, tmp_path):
+def test_flat_mode_on_a_server_the_fleet_provisions_flat(stack_lab, tmp_path_factory):
     lab, t = stack_lab, secrets.token_hex(2)
-    flat = make_fleet(lab, tmp_path, f"ff{t}", mode="flat", hosts=("h3",), zone=lab.spec.zone2)
+    # a short directory: Ansible's SSH control sockets live under <fleet>/.cozyops/ (108 bytes at most)
+    flat = make_fleet(lab, tmp_path_factory.mktemp("ff"), f"ff{t}", mode="flat", hosts=("h3",), zone=lab.spec.zone2)
     plan = data(cozyops(lab, flat, "plan", "--json"))
     assert [c["key"] for c in plan["changes"] if c["kind"] == "server"] == [["h3"]]  # cozy.yml: subdomains flat
     assert cozyops(lab, flat, "apply", "--yes").returncode == 0

@@ -38,3 +38,15 @@ def test_owned_records_keep_their_origin_and_take_new_settings(tmp_path):
         assert owned.server_digest("h1") == "abc"
         owned.set_server_digest("h1", None)
         assert owned.server_digest("h1") is None
+
+
+def test_a_reentrant_fleet_lock_lets_its_process_take_it_again_and_no_one_else(tmp_path):
+    import pytest
+
+    with state.fleet_lock(tmp_path, "f", "apply", reentrant=True):
+        with state.fleet_lock(tmp_path, "f", "server provision"):  # inside: apply provisions
+            pass
+        assert "apply" in (tmp_path / "lock").read_text()
+    with state.fleet_lock(tmp_path, "f", "plain"), pytest.raises(state.LockedError):
+        with state.fleet_lock(tmp_path, "f", "again"):
+            pass
