@@ -192,7 +192,7 @@ def test_a_move_killed_at_every_step_ends_as_one_move(moving):
     lab = moving
     domain = f"bob.{lab.spec.zone}"
     before = snapshot(lab, "h1", domain)
-    assert len([p for p, v in before["tree"].items() if v[0] == "file"]) >= 3 and len(before["contacts"]) == 3
+    assert len([p for p, v in before["tree"].items() if v[0] == "file"]) >= 3 and len(before["contacts"]) >= 3
     for point in KILLS:
         killed = cozyops(lab, "instance", "move", domain, "--to", "h2", "--yes", kill_at=point)
         assert killed.returncode != 0, f"not killed at {point}: {killed.stderr[-2000:]}"
