@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,6 +52,18 @@ def cozyops(lab, *args: str, kill_at: str = "") -> subprocess.CompletedProcess:
          sys.executable, "-m", "cozyops", *args, "--fleet", str(lab.fleet_dir)],
         capture_output=True, text=True, timeout=1800, env=env,
     )
+
+
+def holders(path) -> list[str]:
+    """The processes that have ``path`` open (what holds the fleet's lock), for a failure's message."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == str(path) for fd in fd_dir.iterdir()):
+                found.append((fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:300])
+        except OSError:
+            continue
+    return found
 
 
 def fleet(lab):
@@ -198,7 +211,7 @@ def test_a_move_killed_at_every_step_ends_as_one_move(moving):
         assert killed.returncode != 0, f"not killed at {point}: {killed.stderr[-2000:]}"
         assert "Traceback" not in killed.stderr, killed.stderr[-3000:]
     done = cozyops(lab, "instance", "move", domain, "--to", "h2", "--yes", "--json")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stderr[-3000:], holders(lab.fleet_dir / ".cozyops" / "lock"))
     assert snapshot(lab, "h2", domain) == before
     assert admin_state(lab, "h2", domain) == {"blocked": False, "reason": None, "count": 1}
     assert admin_state(lab, "h1", domain) == {"blocked": True, "reason": "MOVED", "count": 1}
