@@ -206,9 +206,11 @@ def test_a_move_killed_at_every_step_ends_as_one_move(moving):
     domain = f"bob.{lab.spec.zone}"
     before = snapshot(lab, "h1", domain)
     assert len([p for p, v in before["tree"].items() if v[0] == "file"]) >= 3 and len(before["contacts"]) >= 3
+    runs = []
     for point in KILLS:
         killed = cozyops(lab, "instance", "move", domain, "--to", "h2", "--yes", kill_at=point)
-        assert killed.returncode != 0, f"not killed at {point}: {killed.stderr[-2000:]}"
+        runs.append((point, killed.returncode, killed.stderr.strip().splitlines()[-1:]))
+        assert killed.returncode in (-9, 137), runs
         assert "Traceback" not in killed.stderr, killed.stderr[-3000:]
     done = cozyops(lab, "instance", "move", domain, "--to", "h2", "--yes", "--json")
     assert done.returncode == 0, (done.stderr[-3000:], holders(lab.fleet_dir / ".cozyops" / "lock"))
