@@ -20,12 +20,15 @@ import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cozyops import state
 from cozyops.errors import CozyopsError
 from cozyops.model import Fleet, Server
 from cozyops.tls import policy
-from cozyops.transport.base import Transport
+
+if TYPE_CHECKING:  # the transport (paramiko) is loaded only when a run writes challenge files
+    from cozyops.transport.base import Transport
 
 DEFAULT_WEBROOT = "/var/www/html"  # the nginx role's cozy_acme_webroot default
 PREFIX = "http-01:"  # the journal's "zone" of a server's challenge files
