@@ -111,3 +111,33 @@ def test_the_setting_is_read_from_group_vars(tmp_path):
     (tmp_path / "group_vars/all.yml").write_text(yaml.safe_dump({
         "cozy_zone": "example.org", "cozy_dns": {"provider": "manual"}, "cozy_acme": {"directory": "letsencrypt"}}))
     assert inventory.load(tmp_path).acme.challenge == "dns-01"
+
+
+def test_files_written_journaled_removed_and_an_interrupted_run_swept(tmp_path):
+    """Through the local transport (the server is this machine), into a webroot under tmp_path."""
+    from cozyops import state
+    from cozyops.model import Connection
+    from cozyops.transport.fleet import transport
+
+    web = tmp_path / "www"
+    server = Server("h1", "127.0.0.1", connection=Connection.LOCAL, site_vars=(("cozy_acme_webroot", str(web)),))
+    model = dataclasses.replace(fleet("nested", ALICE), servers={"h1": server})
+    db = state.connect(tmp_path / "state")
+    folder = web / ".well-known" / "acme-challenge"
+
+    solver = http01.Http01Solver(model, transport, state.Challenges(db, run="one"))
+    published = solver.publish([("alice.example.org", "tokA.thumb"), ("drive.alice.example.org", "tokB.thumb")])
+    assert sorted(p.name for p in folder.iterdir()) == ["tokA", "tokB"]
+    assert (folder / "tokA").read_text() == "tokA.thumb"
+    assert state.Challenges(db).left(other_runs_only=False) == {
+        "http-01:h1": [(f"{folder}/tokA", "tokA.thumb"), (f"{folder}/tokB", "tokB.thumb")]}
+    assert solver.cleanup(published) == []
+    assert list(folder.iterdir()) == [] and state.Challenges(db).left(other_runs_only=False) == {}
+
+    solver.publish([("alice.example.org", "tokC.thumb")])  # killed before its cleanup
+    later = http01.Http01Solver(model, transport, state.Challenges(db, run="two"))
+    assert later.sweep() == []
+    assert list(folder.iterdir()) == [] and state.Challenges(db).left(other_runs_only=False) == {}
+    solver.close()
+    later.close()
+    db.close()
