@@ -571,8 +571,14 @@ def _acme(root: Path, setting: _Setting | None) -> AcmeSettings | None:
     deploy_dir = _string(body.get("deploy_dir", "/etc/ssl/cozyops"), label, f"{key}.deploy_dir")
     if not deploy_dir.startswith("/") or "\n" in deploy_dir:
         raise ConfigError(label, f"{key}.deploy_dir: must be an absolute path on the servers, not {deploy_dir!r}")
+    challenge = _string(body.get("challenge", "dns-01"), label, f"{key}.challenge").lower()
+    if challenge not in ACME_CHALLENGES:
+        raise ConfigError(label, f"{key}.challenge: must be {' or '.join(ACME_CHALLENGES)}, not {challenge!r}")
     return AcmeSettings(directory, email, ca_bundle, caa, key_type, eab_kid, eab_file, budget, concurrency, reload,
-                        deploy_dir)
+                        deploy_dir, challenge)
+
+
+ACME_CHALLENGES = ("dns-01", "http-01")
 
 
 _TRUE = {"y", "yes", "on", "1", "true", "t"}

@@ -174,6 +174,9 @@ class AcmeSettings:
     concurrency: int = 16  # orders in flight at once
     nginx_reload: str = "service nginx reload"
     deploy_dir: str = "/etc/ssl/cozyops"  # on each server: <deploy_dir>/<name>/fullchain.pem, privkey.pem
+    # dns-01 (wildcards, through the fleet's DNS provider) or http-01 (one certificate per instance
+    # naming the instance and its app hosts, answered by the instance's server's nginx on port 80)
+    challenge: str = "dns-01"
 
 
 @dataclass(frozen=True)

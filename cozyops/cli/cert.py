@@ -187,8 +187,9 @@ def renew(names: list[str] = NamesArgument, fleet: Path = FleetOption, json: boo
           dry_run: bool = typer.Option(False, "--dry-run", help="Show what is due; change nothing."),
           deploy: bool = DeployOption) -> None:
     """Renew the certificates that are due: in the CA's ARI window (RFC 9773) when it offers one,
-    else when a third of the lifetime is left. Safe to run from a daily timer (with --deploy, the
-    renewed certificates go to their servers and nginx is reloaded)."""
+    else when a third of the lifetime is left; with HTTP-01, also those whose instance's apps changed
+    (issued again with the new names). Safe to run from a daily timer (with --deploy, the renewed
+    certificates go to their servers and nginx is reloaded)."""
     _issue_or_renew(fleet, json, dry_run, deploy, "renew", names=names, renew_only=True)
 
 

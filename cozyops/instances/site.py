@@ -2,7 +2,8 @@
 and for cozyops), written over the server's transport, tested by ``nginx -t``, reloaded.
 
 A site is named after the certificate it serves (``cozyops.tls.policy``): the instance in nested
-mode, its parent (the zone's wildcard) in flat mode; ``/etc/nginx/sites-available/cozy-<name>``,
+mode, its parent (the zone's wildcard) in flat mode, the instance with HTTP-01 in both (flat: its
+``server_name`` is the instance and a regex of its ``<first>-<app>`` hosts); ``/etc/nginx/sites-available/cozy-<name>``,
 enabled by a link in sites-enabled. Its third line names the fleet that wrote it
 (``# cozyops fleet: NAME``): a fleet reads every site of the server but changes and removes only
 its own. Until the site's certificate is deployed, a self-signed stand-in lets nginx start (as the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -41,14 +43,17 @@ def _template():
                              trim_blocks=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["basename"] = os.path.basename  # Ansible's, used in a default() the fleet's name fills
+    env.filters["regex_escape"] = re.escape  # Ansible's (flat HTTP-01 sites: the instance's app hosts)
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text()) or {}
     plain = {key: value for key, value in defaults.items() if not (isinstance(value, str) and "{{" in value)}
     return env.get_template("nginx-site.conf.j2"), plain
 
 
 def site_name(fleet: Fleet, domain: str) -> str:
-    """The site (and certificate) name serving ``domain``."""
-    return domain if fleet.subdomains is SubdomainMode.NESTED else domain.split(".", 1)[1]
+    """The site (and certificate) name serving ``domain``: with HTTP-01 (one certificate per
+    instance) always the instance; flat mode's sites, with their app hosts' regex."""
+    http01 = fleet.acme is not None and fleet.acme.challenge == "http-01"
+    return domain if http01 or fleet.subdomains is SubdomainMode.NESTED else domain.split(".", 1)[1]
 
 
 def desired_names(fleet: Fleet) -> dict[str, set[str]]:
@@ -64,6 +69,7 @@ def variables(fleet: Fleet, server: Server) -> dict:
     found = dict(defaults)
     if fleet.acme is not None:
         found["cozy_tls_deploy_dir"] = fleet.acme.deploy_dir
+        found["cozy_acme"] = {"challenge": fleet.acme.challenge}
     found.update(dict(server.site_vars))
     found.update({"cozy_fleet_name": fleet.name, "cozy_subdomains": fleet.subdomains.value,
                   "inventory_dir": str(fleet.root)})

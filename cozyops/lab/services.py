@@ -243,7 +243,7 @@ class Pebble(Service):
                 "managementListenAddress": f"{self.spec.gateway}:{ACME_MANAGEMENT_PORT}",
                 "certificate": str(self.tls_dir / "cert.pem"),
                 "privateKey": str(self.tls_dir / "key.pem"),
-                "httpPort": 5002,
+                "httpPort": 80,  # HTTP-01 is validated on the lab hosts' nginx, on port 80 as in production
                 "tlsPort": 5001,
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,

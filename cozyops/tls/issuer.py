@@ -134,12 +134,14 @@ class Poller:
 
 @dataclass
 class Challenge:
-    """One DNS-01 challenge of an order: the identifier, the TXT value, the challenge body."""
+    """One challenge of an order: the identifier, the value (DNS-01: the TXT value; HTTP-01: the
+    key authorization, served at ``/.well-known/acme-challenge/<token>``), the challenge body."""
 
     domain: str  # as ordered: alice.example.org or *.alice.example.org
     value: str
     body: messages.ChallengeBody
     authz: messages.AuthorizationResource
+    token: str | None = None  # HTTP-01: the file's name
 
 
 @dataclass
@@ -322,11 +324,15 @@ class Issuer:
             self._local.acme = acme
         return acme
 
-    def _dns01_value(self, chall: challenges.DNS01) -> str:
-        """``chall.validation(key)``, with the account key's thumbprint computed once."""
+    def _key_authorization(self, chall: challenges.KeyAuthorizationChallenge) -> str:
+        """``token.thumbprint`` (RFC 8555 §8.1), with the account key's thumbprint computed once."""
         if self._thumbprint is None:
             self._thumbprint = jose.b64encode(self.key.thumbprint(hash_function=hashes.SHA256)).decode()
-        authorization = chall.encode("token") + "." + self._thumbprint
+        return chall.encode("token") + "." + self._thumbprint
+
+    def _dns01_value(self, chall: challenges.DNS01) -> str:
+        """``chall.validation(key)``, with the account key's thumbprint computed once."""
+        authorization = self._key_authorization(chall)
         return jose.b64encode(hashlib.sha256(authorization.encode()).digest()).decode()
 
     @property
@@ -339,9 +345,10 @@ class Issuer:
 
     # -- orders --------------------------------------------------------------------------------
 
-    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa", replaces: str | None = None) -> Order:
-        """A new order for ``domains`` with a fresh key; its DNS-01 challenges to publish."""
-        return self.prepare(self.new_order(domains, replaces), key_type)
+    def order(self, domains: tuple[str, ...], key_type: str = "ecdsa", replaces: str | None = None,
+              challenge: str = "dns-01") -> Order:
+        """A new order for ``domains`` with a fresh key; its challenges (``dns-01`` or ``http-01``) to publish."""
+        return self.prepare(self.new_order(domains, replaces), key_type, challenge)
 
     def new_order(self, domains: tuple[str, ...], replaces: str | None = None) -> Placed:
         """Place the order (newOrder, one request at a time per directory).
@@ -372,8 +379,9 @@ class Issuer:
         except Exception as error:  # noqa: BLE001
             raise self.explain(error, f"certificate {domains[0]}") from None
 
-    def prepare(self, placed: Placed, key_type: str = "ecdsa") -> Order:
-        """A placed order's fresh key and CSR, its authorizations and the DNS-01 challenges to publish."""
+    def prepare(self, placed: Placed, key_type: str = "ecdsa", challenge: str = "dns-01") -> Order:
+        """A placed order's fresh key and CSR, its authorizations and the challenges (``dns-01`` or
+        ``http-01``) to publish."""
         domains = placed.domains
         subject = f"certificate {domains[0]}"
         key = key_pem(new_key(key_type))
@@ -392,11 +400,15 @@ class Issuer:
             if authz.body.status == messages.STATUS_VALID:
                 continue
             for body in authz.body.challenges:
-                if isinstance(body.chall, challenges.DNS01):
+                if challenge == "dns-01" and isinstance(body.chall, challenges.DNS01):
                     order.challenges.append(Challenge(ident, self._dns01_value(body.chall), body, authz))
                     break
+                if challenge == "http-01" and isinstance(body.chall, challenges.HTTP01):
+                    order.challenges.append(Challenge(ident, self._key_authorization(body.chall), body, authz,
+                                                      body.chall.encode("token")))
+                    break
             else:
-                raise AcmeError(subject, f"the CA offers no dns-01 challenge for {ident}")
+                raise AcmeError(subject, f"the CA offers no {challenge} challenge for {ident}")
         return order
 
     def answer(self, order: Order) -> None:
@@ -405,7 +417,8 @@ class Issuer:
         acme = self.acme()
         for challenge in order.challenges:
             try:
-                acme._post(challenge.body.uri, challenges.DNS01Response())
+                response = challenges.HTTP01Response() if challenge.token is not None else challenges.DNS01Response()
+                acme._post(challenge.body.uri, response)
             except Exception as error:  # noqa: BLE001
                 raise self.explain(error, f"certificate {order.domains[0]}") from None
 

@@ -30,6 +30,8 @@ from cozyops.dns.providers import Provider
 from cozyops.errors import ConfigError, CozyopsError
 from cozyops.model import Fleet
 from cozyops.tls import policy
+from cozyops.tls.http01 import PREFIX as HTTP01_PREFIX
+from cozyops.tls.http01 import Http01Solver
 from cozyops.tls.issuer import Issuer, Order, ari_cert_id, directory_id, directory_url
 from cozyops.tls.policy import CertSpec
 from cozyops.tls.solver import Dns01Solver
@@ -53,7 +55,7 @@ def now_utc() -> datetime.datetime:
 class Status:
     spec: CertSpec
     record: Record | None
-    status: str  # missing, valid, due, expired
+    status: str  # missing, names changed (its names are no longer the instance's: HTTP-01), valid, due, expired
     next_renewal: datetime.datetime | None
 
 
@@ -95,7 +97,8 @@ class RunResult:
 
 
 class CertManager:
-    def __init__(self, fleet: Fleet, issuer: Issuer | None = None, solver: Dns01Solver | None = None) -> None:
+    def __init__(self, fleet: Fleet, issuer: Issuer | None = None,
+                 solver: Dns01Solver | Http01Solver | None = None) -> None:
         if fleet.acme is None:
             raise ConfigError(f"fleet {fleet.name}", "cozy_acme: missing (the ACME directory to get certificates from)")
         self.fleet = fleet
@@ -105,8 +108,13 @@ class CertManager:
         self._issuer = issuer
         self._solver = solver
         self._dns: DnsManager | None = None
+        self._http01: Http01Solver | None = None
+        self._dns01: Dns01Solver | None = None
+        self.challenge = self.acme.challenge  # dns-01 or http-01
 
     def close(self) -> None:
+        if self._http01 is not None:
+            self._http01.close()
         self.store.close()
 
     @contextlib.contextmanager
@@ -123,8 +131,24 @@ class CertManager:
                                   self.acme.ca_bundle, self.acme.email, eab)  # type: ignore[arg-type]
         return self._issuer
 
-    def solver(self) -> Dns01Solver:
+    def http01_solver(self) -> Http01Solver:
+        """HTTP-01: challenge files on each instance's server, through its transport."""
+        if self._http01 is None:
+            from cozyops.transport.fleet import transport
+
+            self._http01 = Http01Solver(self.fleet, transport, state.Challenges(self.store.db))
+        return self._http01
+
+    def solver(self) -> Dns01Solver | Http01Solver:
+        """The solver of the fleet's challenge type (cozy_acme.challenge)."""
         if self._solver is None:
+            self._solver = self.http01_solver() if self.challenge == "http-01" else self.dns_solver()
+        return self._solver
+
+    def dns_solver(self) -> Dns01Solver:
+        if isinstance(self._solver, Dns01Solver):
+            return self._solver
+        if self._dns01 is None:
             self._dns = DnsManager(self.fleet)
             dns = self._dns
 
@@ -134,9 +158,9 @@ class CertManager:
                 data = provider.read()
                 return propagation.authoritative_servers(provider.zone, (), data.nameservers(), data.addresses)
 
-            self._solver = Dns01Solver(dns.challenges(), servers_for, self.fleet.dns.propagation_timeout,
-                                       state.Challenges(self.store.db))
-        return self._solver
+            self._dns01 = Dns01Solver(dns.challenges(), servers_for, self.fleet.dns.propagation_timeout,
+                                      state.Challenges(self.store.db))
+        return self._dns01
 
     # -- after an interrupted run ----------------------------------------------------------------
 
@@ -180,9 +204,14 @@ class CertManager:
     def sweep_challenges(self) -> list[str]:
         """Remove the challenge values an interrupted run published (journaled, never cleaned
         up); the problems, if any. Nothing is asked of the DNS when none is journaled."""
-        if not state.Challenges(self.store.db).left(other_runs_only=False):
-            return []
-        return self.solver().sweep()
+        left = state.Challenges(self.store.db).left(other_runs_only=False)
+        problems = []
+        if any(zone.startswith(HTTP01_PREFIX) for zone in left):
+            problems += self.http01_solver().sweep()
+        if any(not zone.startswith(HTTP01_PREFIX) for zone in left):
+            # DNS-01 values (also those left before a fleet moved to HTTP-01)
+            problems += self.dns_solver().sweep()
+        return problems
 
     # -- what to do ----------------------------------------------------------------------------
 
@@ -205,8 +234,11 @@ class CertManager:
         found = []
         for spec in specs:
             record = records.get(spec.name)
-            if record is None or set(record.domains) != set(spec.domains):
+            if record is None:
                 found.append(Status(spec, record, "missing", None))
+                continue
+            if set(record.domains) != set(spec.domains):
+                found.append(Status(spec, record, "names changed", None))
                 continue
             when = policy.renewal_time(record.not_before, record.not_after, record.ari)
             status = "expired" if now >= record.not_after else "due" if now >= when else "valid"
@@ -238,10 +270,9 @@ class CertManager:
         statuses = self.statuses(specs)
         todo: list[tuple[CertSpec, bool]] = []
         for status in statuses:
-            if status.status == "missing" and not renew_only:
-                todo.append((status.spec, False))
-            elif status.status in ("due", "expired") or (force and status.status == "valid"):
-                todo.append((status.spec, True))
+            decision = policy.to_do(status.status, renew_only, force)
+            if decision is not None:
+                todo.append((status.spec, decision[1]))
         limit = policy.budget_limit(self.directory, self.acme.budget)
         verdict = policy.budget([spec for spec, _ in todo], self.store.history(self.directory), limit, now_utc())
         refused = {spec.name for spec in verdict.refused}
@@ -297,7 +328,7 @@ class CertManager:
                     future.result()
                     ready.append(spec)
                 except CozyopsError as error:
-                    result.failed[spec.name] = f"cannot publish its DNS-01 challenge: {error}"
+                    result.failed[spec.name] = f"cannot publish its {self.challenge.upper()} challenge: {error}"
             mark = result.timed("targets", mark)
             # 2. orders: placed one after another by this thread (the CA takes one newOrder at a
             # time), each then prepared (authorizations fetched, key and CSR made) by the pool
@@ -312,7 +343,7 @@ class CertManager:
                 except CozyopsError as error:
                     result.failed[spec.name] = error.reason
                     continue
-                prepared[spec.name] = pool.submit(issuer.prepare, placed, self.acme.key_type)
+                prepared[spec.name] = pool.submit(issuer.prepare, placed, self.acme.key_type, self.challenge)
             for name, future in prepared.items():
                 try:
                     orders[name] = future.result()
@@ -331,7 +362,7 @@ class CertManager:
                     mark = result.timed("propagation", mark)
                 except CozyopsError as error:
                     for name in orders:
-                        result.failed[name] = f"DNS-01 challenge: {error}"
+                        result.failed[name] = f"{self.challenge.upper()} challenge: {error}"
                     return
                 deadline = time.monotonic() + ORDER_DEADLINE
 

@@ -2,7 +2,10 @@
 
 - **Names**: nested mode gives each instance ``alice.ZONE`` + ``*.alice.ZONE``; flat mode gives
   each parent name (the zone, or ``users.ZONE`` for ``alice.users.ZONE``) ``P`` + ``*.P``, shared
-  by the instances under it.
+  by the instances under it. With HTTP-01 (``cozy_acme.challenge: http-01``), which cannot
+  validate a wildcard: one certificate per instance, named after it, for the instance and each of
+  its apps' hosts (nested ``drive.alice.ZONE``, flat ``alice-drive.ZONE``); adding an app changes
+  its names, and the certificate is issued again.
 - **Due**: within the CA's ARI window (RFC 9773) when it gave one, else when a third of the
   lifetime is left; expired is always due.
 - **Budget**: Let's Encrypt production allows 50 new certificates per registered domain per week;
@@ -28,7 +31,7 @@ class CertSpec:
     """One certificate the fleet needs: its name (the directory it is stored in) and its names."""
 
     name: str
-    domains: tuple[str, ...]  # the base name first, then its wildcard
+    domains: tuple[str, ...]  # the base name first, then its wildcard (HTTP-01: its app hosts)
     instances: tuple[str, ...] = ()
 
 
@@ -41,8 +44,29 @@ def parent(domain: str) -> str:
     return domain.split(".", 1)[1]
 
 
+def app_host(mode: SubdomainMode, domain: str, app: str) -> str:
+    """``drive.alice.ZONE`` (nested) or ``alice-drive.ZONE`` (flat)."""
+    if mode is SubdomainMode.FLAT:
+        first, rest = domain.split(".", 1)
+        return f"{first}-{app}.{rest}"
+    return f"{app}.{domain}"
+
+
+def http01_names(mode: SubdomainMode, domain: str, apps: Iterable[str]) -> tuple[str, ...]:
+    """An HTTP-01 certificate's names: the instance first, then its app hosts (sorted, no wildcard)."""
+    domain = domain.rstrip(".").lower()
+    return (domain, *sorted({app_host(mode, domain, app.lower()) for app in apps} - {domain}))
+
+
+def is_http01(fleet: Fleet) -> bool:
+    return fleet.acme is not None and fleet.acme.challenge == "http-01"
+
+
 def cert_specs(fleet: Fleet) -> list[CertSpec]:
     """Every certificate the fleet's instances need, by name (sorted)."""
+    if is_http01(fleet):
+        return sorted((CertSpec(instance.domain, http01_names(fleet.subdomains, instance.domain, instance.apps),
+                                (instance.domain,)) for instance in fleet.instances), key=lambda spec: spec.name)
     bases: dict[str, list[str]] = {}
     for instance in fleet.instances:
         base = instance.domain if fleet.subdomains is SubdomainMode.NESTED else parent(instance.domain)
@@ -56,6 +80,22 @@ def spec_for(fleet: Fleet, name: str, specs: list[CertSpec] | None = None) -> Ce
     for spec in specs if specs is not None else cert_specs(fleet):
         if spec.name == name or name in spec.instances:
             return spec
+    return None
+
+
+def to_do(status: str, renew_only: bool, force: bool) -> tuple[bool, bool] | None:
+    """Whether a certificate in ``status`` is issued by a run, as (issue, is a renewal); None: not.
+
+    ``missing`` is issued unless only renewals are asked; ``names changed`` (the instance's apps
+    changed since: HTTP-01) is issued again even then, as a new certificate (new names count in the
+    budget); ``due`` and ``expired`` are renewed, ``valid`` too when forced.
+    """
+    if status == "missing":
+        return None if renew_only else (True, False)
+    if status == "names changed":
+        return True, False
+    if status in ("due", "expired") or (force and status == "valid"):
+        return True, True
     return None
 
 

@@ -139,6 +139,8 @@ BAD = {
                "group_vars/all.yml: cozy_acme.budget: must be at least 0"),
     "deploy dir": (dict(group_vars={**GROUP_VARS, "cozy_acme": {"deploy_dir": "ssl/cozyops"}}),
                    "group_vars/all.yml: cozy_acme.deploy_dir: must be an absolute path on the servers, not 'ssl/"),
+    "acme challenge": (dict(group_vars={**GROUP_VARS, "cozy_acme": {"challenge": "tls-alpn-01"}}),
+                       "group_vars/all.yml: cozy_acme.challenge: must be dns-01 or http-01, not 'tls-alpn-01'"),
     "concurrency": (dict(group_vars={**GROUP_VARS, "cozy_acme": {"concurrency": 0}}),
                     "group_vars/all.yml: cozy_acme.concurrency: must be between 1 and 256"),
     "yaml syntax": (dict(raw={"instances.yml": "instances: [\n"}), "instances.yml: line "),
