@@ -118,6 +118,17 @@ def test_install_killed_at_three_steps_ends_like_one_run_then_has_nothing_to_do(
     assert "nothing to do" in again.stderr
     assert set(steps_of(again).values()) == {"ok (unchanged)"}, again.stderr
     assert crontab.read_text().splitlines() == lines
+    # The instance is the fleet's (state.Owned): `cozyops plan` has nothing left to do for it.
+    planned = subprocess.run([sys.executable, "-m", "cozyops", "lab", "exec", "--dir", str(lab.dir), "--",
+                              sys.executable, "-m", "cozyops", "plan", "--json", "--fleet", str(lab.fleet_dir)],
+                             capture_output=True, text=True, timeout=600)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    plan = json.loads(planned.stdout)
+    with state.Owned(fleet.state_dir) as owned:
+        assert owned.get("instance", domain)["server"] == "h1"
+    about = [c for c in plan["changes"] if any(domain in str(part) for part in c["key"])]
+    assert about == [] and [c for c in plan["conflicts"] if domain in c["name"]] == [], plan
+    assert plan["not_in_fleet"] == [], plan
 
 
 def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_path):
