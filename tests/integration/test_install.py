@@ -161,8 +161,10 @@ def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_
     run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "COZYOPS_KILL_AT": "install:dns"})
     err: list[str] = []
+    out: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(run.stderr), daemon=True)
     reader.start()
+    threading.Thread(target=lambda: out.append(run.stdout.read()), daemon=True).start()
     deadline = time.monotonic() + 1500
     while not any("waiting for the authoritative servers" in line for line in err):
         assert run.poll() is None, "".join(err)[-3000:]
@@ -179,7 +181,7 @@ def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_
         update.add(name, int(ttl), rtype, value)
     answer = netns.inside(lab.spec.netns, lambda: dns.query.tcp(update, lab.spec.bind_address, timeout=5))
     assert answer.rcode() == dns.rcode.NOERROR
-    run.communicate(timeout=900)
+    run.wait(timeout=900)  # not communicate(): the reader thread alone reads standard error
     reader.join(5)
     text = "".join(err)
     assert run.returncode == KILLED, text[-4000:]
