@@ -3,7 +3,7 @@ what the operator wrote, comments and key order included, stays as it is).
 
 - ``group_vars/all.yml``: the settings the fleet does not have yet, added at its end;
 - ``hosts.yml``: a new server, in group ``cozy_servers``;
-- ``instances.yml``: the first instance, at the end of ``instances``;
+- ``instances.yml``: the first instance, at the end of ``instances`` (``cozyops.instances.fleetfile``);
 - ``.gitignore`` with ``.cozyops/`` (the fleet's state) when the directory is new.
 
 Every file is replaced atomically, and only when something changes: writing the same edits twice
@@ -114,16 +114,14 @@ def write_server(root: Path, name: str, variables: dict[str, Any]) -> bool:
 
 
 def write_instance(root: Path, entry: dict[str, Any]) -> bool:
-    path = root / "instances.yml"
-    data, text = _load(path, "instances.yml")
-    items = data.get("instances")
-    if items is None or (isinstance(items, list) and not items):
-        items = data["instances"] = CommentedSeq()
-    if not isinstance(items, list):
-        raise ConfigError("instances.yml", "instances: must be a list")
-    if not any(isinstance(item, dict) and item.get("domain") == entry["domain"] for item in items):
-        items.append(_plain(entry))
-    return _save(path, data, text)
+    """The instance at the end of instances.yml, through the instances package's editor
+    (``cozyops.instances.fleetfile``: what `cozyops instance add` writes); False when it is there."""
+    from cozyops.instances import fleetfile
+
+    if str(entry["domain"]).strip().lower().rstrip(".") in fleetfile.entries(root):
+        return False
+    fleetfile.add(root, entry)
+    return True
 
 
 def write(root: Path, edits: Edits) -> list[str]:

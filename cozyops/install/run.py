@@ -365,24 +365,26 @@ class Installer:
         return changed, (where + (": nginx reloaded, served" if changed else ": already served")), {}
 
     def _create_instance(self) -> tuple[bool, str, dict]:
-        """The instance on its server's cozy-stack, created through the admin API when missing."""
-        from cozyops.stack import StackError
-        from cozyops.stack.connect import connect, stack_problem
+        """The instance on its server's cozy-stack, created when missing (``cozyops.instances.lifecycle``,
+        as `cozyops apply` does) and recorded as the fleet's (``state.Owned``): `cozyops plan` then has
+        nothing to do for it. A run killed between the two finds it there and records it."""
+        from cozyops.instances import lifecycle
+        from cozyops.stack.connect import connect
 
         fleet = self._fleet_loaded()
         instance = self._the_instance()
+        applied = {name: value for name, value in instance.settings().items() if name in lifecycle.SETTINGS_ONLY}
         with connect(fleet, fleet.servers[instance.server]) as stack:
-            try:
-                stack.admin.instance(instance.domain)
-                return False, f"{instance.domain} exists on {instance.server}", {}
-            except StackError as error:
-                if error.status != 404:
-                    raise stack_problem(error, instance.server, instance.domain) from None
-            try:
-                stack.admin.create_instance(instance.domain, locale=instance.locale or "en", email=instance.email or "",
-                                            apps=list(instance.apps))
-            except StackError as error:
-                raise stack_problem(error, instance.server, instance.domain) from None
+            found = lifecycle.show(stack, instance.domain)
+            if found is None:
+                lifecycle.create(stack, instance)
+        with state.Owned(fleet.state_dir) as owned:
+            record = owned.get("instance", instance.domain)
+            if record is None or record["server"] != instance.server:
+                owned.put("instance", instance.domain, instance.server, "created", applied)
+        if found is not None:
+            return False, f"{instance.domain} exists on {instance.server}" + (
+                "" if record else " (now recorded as the fleet's)"), {}
         return True, f"{instance.domain} created on {instance.server} (apps {', '.join(instance.apps)})", {}
 
     def _renewal(self) -> tuple[bool, str, dict]:

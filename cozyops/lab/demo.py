@@ -213,24 +213,25 @@ def demo_fleet(lab: Lab) -> None:
 
 
 def instances_on_their_servers(lab: Lab) -> str:
-    """Each instance of the fleet exists on its server's cozy-stack (created through the admin API)."""
-    from cozyops import inventory
-    from cozyops.stack import StackError
+    """Each instance of the fleet exists on its server's cozy-stack (created through
+    ``cozyops.instances.lifecycle`` as `cozyops apply` does) and is the fleet's (``state.Owned``)."""
+    from cozyops import inventory, state
+    from cozyops.instances import lifecycle
     from cozyops.stack.connect import connect
 
     fleet = inventory.load(lab.fleet_dir)
     created, present = [], []
     for instance in fleet.instances:
         with connect(fleet, fleet.servers[instance.server]) as stack:
-            try:
-                stack.admin.instance(instance.domain)
-                present.append(instance.domain)
-            except StackError as error:
-                if error.status != 404:
-                    raise
-                stack.admin.create_instance(instance.domain, locale=instance.locale or "en",
-                                            email=instance.email or "", apps=list(instance.apps))
+            if lifecycle.show(stack, instance.domain) is None:
+                lifecycle.create(stack, instance)
                 created.append(f"{instance.domain} on {instance.server}")
+            else:
+                present.append(instance.domain)
+        with state.Owned(fleet.state_dir) as owned:
+            if owned.get("instance", instance.domain) is None:
+                owned.put("instance", instance.domain, instance.server, "created",
+                          {k: v for k, v in instance.settings().items() if k in lifecycle.SETTINGS_ONLY})
     return f"created {', '.join(created) or 'none'}; already there: {', '.join(present) or 'none'}"
 
 

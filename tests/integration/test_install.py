@@ -118,6 +118,17 @@ def test_install_killed_at_three_steps_ends_like_one_run_then_has_nothing_to_do(
     assert "nothing to do" in again.stderr
     assert set(steps_of(again).values()) == {"ok (unchanged)"}, again.stderr
     assert crontab.read_text().splitlines() == lines
+    # The instance is the fleet's (state.Owned): `cozyops plan` has nothing left to do for it.
+    planned = subprocess.run([sys.executable, "-m", "cozyops", "lab", "exec", "--dir", str(lab.dir), "--",
+                              sys.executable, "-m", "cozyops", "plan", "--json", "--fleet", str(lab.fleet_dir)],
+                             capture_output=True, text=True, timeout=600)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    plan = json.loads(planned.stdout)
+    with state.Owned(fleet.state_dir) as owned:
+        assert owned.get("instance", domain)["server"] == "h1"
+    about = [c for c in plan["changes"] if any(domain in str(part) for part in c["key"])]
+    assert about == [] and [c for c in plan["conflicts"] if domain in c["name"]] == [], plan
+    assert plan["not_in_fleet"] == [], plan
 
 
 def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_path):
@@ -150,8 +161,10 @@ def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_
     run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "COZYOPS_KILL_AT": "install:dns"})
     err: list[str] = []
+    out: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(run.stderr), daemon=True)
     reader.start()
+    threading.Thread(target=lambda: out.append(run.stdout.read()), daemon=True).start()
     deadline = time.monotonic() + 1500
     while not any("waiting for the authoritative servers" in line for line in err):
         assert run.poll() is None, "".join(err)[-3000:]
@@ -168,7 +181,7 @@ def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_
         update.add(name, int(ttl), rtype, value)
     answer = netns.inside(lab.spec.netns, lambda: dns.query.tcp(update, lab.spec.bind_address, timeout=5))
     assert answer.rcode() == dns.rcode.NOERROR
-    run.communicate(timeout=900)
+    run.wait(timeout=900)  # not communicate(): the reader thread alone reads standard error
     reader.join(5)
     text = "".join(err)
     assert run.returncode == KILLED, text[-4000:]
