@@ -57,7 +57,9 @@ def move(
     See docs/moves.md.
     """
     model = inventory.load(inventory.fleet_dir(fleet))
-    with state.fleet_lock(model.state_dir, model.name, f"instance move {domain}"):
+    # Re-entrant: the switch applies the instance's DNS records and deploys its site, which take
+    # the fleet's lock themselves.
+    with state.fleet_lock(model.state_dir, model.name, f"instance move {domain}", reentrant=True):
         report = _report if not json else (lambda step, message: None)
         with moves.Move(model, domain, None if abort else to, keep_days, site=_site, report=report) as job:
             if abort:

@@ -14,7 +14,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from tests.conftest import new_lab_id, require_lab
 
 pytestmark = pytest.mark.timeout(3600)
 TRUST = "\nsafe_http:\n  trusted_private_networks:\n    - 127.0.0.1/32\n"
-LOCK_RETRIES: list = []
 KILLS = ["checks", "create:acted", "create", "block", "export", "import:middle", "import", "verify", "switch",
          "unblock"]
 
@@ -49,19 +47,11 @@ def inside(lab, function):
 
 def cozyops(lab, *args: str, kill_at: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "COZYOPS_MOVE_KILL_AT": kill_at}
-    for _ in range(10):
-        result = subprocess.run(
-            [sys.executable, "-m", "cozyops", "lab", "exec", "--dir", str(lab.dir), "--",
-             sys.executable, "-m", "cozyops", *args, "--fleet", str(lab.fleet_dir)],
-            capture_output=True, text=True, timeout=1800, env=env,
-        )
-        # Right after a run killed in the middle of the import, the fleet's lock was seen taken for
-        # a moment with no process holding the file (not understood yet: see the h21 report).
-        if "another cozyops run is working on it" not in result.stderr:
-            return result
-        LOCK_RETRIES.append(args)
-        time.sleep(2)
-    return result
+    return subprocess.run(
+        [sys.executable, "-m", "cozyops", "lab", "exec", "--dir", str(lab.dir), "--",
+         sys.executable, "-m", "cozyops", *args, "--fleet", str(lab.fleet_dir)],
+        capture_output=True, text=True, timeout=1800, env=env,
+    )
 
 
 def holders(path) -> list[str]:

@@ -97,8 +97,13 @@ def test_the_lock_names_its_holder_and_is_released(tmp_path):
                 pass
     with state.fleet_lock(tmp_path, "f", "third run"):
         assert "third run" in (tmp_path / "lock").read_text()
-        with state.fleet_lock(tmp_path, "f", "nested"):  # the same process: taken again
-            assert "third run" in (tmp_path / "lock").read_text()
+        with pytest.raises(state.LockedError, match=r"\(pid \d+, third run, "):  # not re-entrant: refused
+            with state.fleet_lock(tmp_path, "f", "nested"):
+                pass
+    with state.fleet_lock(tmp_path, "f", "fourth run", reentrant=True):
+        with state.fleet_lock(tmp_path, "f", "nested"):  # re-entrant (apply, move): the same process takes it again
+            assert "fourth run" in (tmp_path / "lock").read_text()
+        assert "fourth run" in (tmp_path / "lock").read_text()
     assert (tmp_path / "lock").read_text() == ""
 
 
