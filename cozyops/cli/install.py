@@ -94,8 +94,9 @@ def install(
                                        "tsig-keygen format, mode 0600)."),
     nameserver: list[str] = typer.Option(None, "--nameserver", help="An authoritative server to check (repeatable; "
                                          "default: the zone's NS)."),
-    http_01: bool = typer.Option(False, "--http-01", help="Certificates by HTTP-01 where DNS cannot be automated "
-                                 "(not available yet: see docs/install.md)."),
+    http_01: bool = typer.Option(False, "--http-01", help="Certificates by HTTP-01 on port 80 (one per "
+                                 "instance naming its app hosts): no _acme-challenge delegation needed with --dns "
+                                 "manual."),
     acme_directory: str = typer.Option(None, "--acme-directory", help="letsencrypt (default), letsencrypt-staging, "
                                        "or a directory URL."),
     ca_bundle: Path = typer.Option(None, "--ca-bundle", help="The CA bundle of a private ACME CA's HTTPS."),

@@ -184,12 +184,15 @@ def _acme_settings(options: Options, fleet: Fleet | None) -> dict[str, Any]:
 
 
 def _challenges(options: Options, fleet: Fleet | None, dns_kind: str) -> None:
-    """Wildcard certificates need DNS-01 challenges cozyops can write."""
+    """Wildcard certificates need DNS-01 challenges cozyops can write; HTTP-01 (through the
+    provisioned nginx, one certificate per instance naming its app hosts) needs nothing in DNS
+    beyond the instance's own records."""
+    have = fleet.acme.challenge if fleet is not None and fleet.acme is not None else None
+    if options.http_01 and have not in (None, "http-01"):
+        raise _conflict("--http-01", "http-01", "cozy_acme.challenge", have)
+    if options.http_01 or have == "http-01":
+        return
     delegated = fleet is not None and fleet.dns.acme_challenge is not None
-    if options.http_01:
-        raise ConfigError("--http-01", "is not available yet: cozyops issues its wildcard certificates by DNS-01",
-                          "use --dns rfc2136, or --dns manual with a delegated challenge zone "
-                          "(cozy_dns.acme_challenge in the fleet, docs/install.md)")
     if dns_kind == "manual" and not delegated:
         raise ConfigError("--dns manual", "leaves no way to answer the wildcard certificates' DNS-01 challenges",
                           "delegate _acme-challenge to a zone cozyops can update (cozy_dns.acme_challenge in "

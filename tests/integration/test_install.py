@@ -187,3 +187,33 @@ def test_manual_dns_waits_for_the_records_added_after_it_started(fresh_lab, tmp_
     assert run.returncode == KILLED, text[-4000:]
     waits = [line for line in err if "waiting for the authoritative servers" in line]
     assert "3 missing" in waits[0] and "serves them" in waits[-1], text[-4000:]
+
+
+def test_install_with_http_01_issues_the_instance_its_own_certificate(fresh_lab):
+    """`--http-01` into a fleet whose cozy_acme.challenge is http-01: the certificate names the
+    instance and its app hosts (no wildcard), validated by pebble over port 80 on h1's nginx;
+    HTTPS on drive.<instance> verified against pebble's root."""
+    import yaml
+    from cryptography import x509
+
+    lab = fresh_lab
+    fleet = lab.dir / "h01"  # short: Ansible's SSH control sockets live under the fleet
+    shutil.copytree(lab.fleet_dir, fleet, ignore=shutil.ignore_patterns(".cozyops", "instances.yml"))
+    settings = yaml.safe_load((fleet / "group_vars" / "all.yml").read_text())
+    settings["cozy_fleet_name"] = "h01"
+    settings["cozy_acme"]["challenge"] = "http-01"
+    (fleet / "group_vars" / "all.yml").write_text(yaml.safe_dump(settings))
+    domain = f"carol.{lab.spec.zone}"
+    done = install(lab, domain, "--http-01", fleet=fleet)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert steps_of(done)["certificate"] == "done", done.stderr
+    pem = (fleet / ".cozyops" / "certs" / domain / "fullchain.pem").read_bytes()
+    names = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert domain in names and f"drive.{domain}" in names and not any(n.startswith("*.") for n in names), names
+    status, server = verified(lab, domain)
+    assert server.startswith("nginx") and status < 500, (status, server)
+    from tests.integration.test_provision import on_host
+
+    left = on_host(lab, "h1", "ls -A /var/www/html/.well-known/acme-challenge/ | wc -l")
+    assert left.returncode == 0 and left.stdout.strip() == "0", left  # the challenge files are removed

@@ -120,7 +120,6 @@ def test_an_option_the_fleet_contradicts_is_refused_with_both_values(tmp_path, c
     ({"dns": None, "dns_server": None, "tsig_key_file": None}, "--dns: missing"),
     ({"dns_server": None}, "--dns rfc2136: needs --dns-server and --tsig-key-file"),
     ({"dns": "manual", "dns_server": None, "tsig_key_file": None}, "--dns manual: leaves no way to answer"),
-    ({"http_01": True}, "--http-01: is not available yet"),
     ({"email": "nobody"}, "--email: 'nobody' is not an e-mail address"),
     ({"domain": "not a domain"}, "DOMAIN: 'not a domain' is not a domain name"),
     ({"subdomains": "deep"}, "--subdomains: must be nested or flat"),
@@ -218,3 +217,22 @@ def test_a_killed_run_goes_on_after_its_last_step_and_a_second_run_has_nothing_t
     assert calls == ["_dns", "_certificate", "_deploy", "_create_instance", "_renewal", "_check"]
     assert again.nothing_to_do and not again.resumed
     assert dict((step, status) for step, status, _ in again.steps)["provision"] == "unchanged"
+
+
+@pytest.mark.parametrize("dns", ["manual", "rfc2136"])
+def test_http_01_writes_the_challenge_and_needs_no_delegation(tmp_path, dns):
+    extra = {"dns": "manual", "dns_server": None, "tsig_key_file": None} if dns == "manual" else {}
+    root, fleet = _written(tmp_path, _new(tmp_path, http_01=True, **extra))
+    assert fleet.acme is not None and fleet.acme.challenge == "http-01"
+    assert fleet.dns.provider.value == dns and fleet.dns.acme_challenge is None
+    assert "challenge: http-01" in (root / "group_vars" / "all.yml").read_text()
+    # a second install into that fleet: --http-01 agrees, and manual DNS still needs no delegation
+    edits(_new(tmp_path, domain="bob.example.org", **extra), fleet)
+    edits(_new(tmp_path, domain="carol.example.org", http_01=True, **extra), fleet)
+
+
+def test_http_01_into_a_dns_01_fleet_is_refused_with_both_values(tmp_path):
+    _, fleet = _written(tmp_path, _new(tmp_path))
+    with pytest.raises(ConfigError) as caught:
+        edits(_new(tmp_path, domain="bob.example.org", http_01=True), fleet)
+    assert str(caught.value).startswith("--http-01: http-01 differs from the fleet's cozy_acme.challenge (dns-01)")
