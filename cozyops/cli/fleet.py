@@ -50,6 +50,9 @@ def _show(plan) -> None:
             detail = ": " + ", ".join(f"{k} {change.before.get(k)!r} -> {v!r}" for k, v in change.after.items())
         elif change.action == "create" and change.kind == "instance":
             detail = f" on {change.after['server']}"
+        elif change.kind == "moved":
+            detail = (f": the source of its move to {change.before['moved_to']}, kept until "
+                      f"{change.before['kept_until']}" + ("" if change.before["present"] else " (gone already)"))
         p(f"{signs[change.action]} {change.kind} {key}{detail}")
     if plan.dns is not None:
         for change in plan.dns.changes:
@@ -59,6 +62,14 @@ def _show(plan) -> None:
         p(f"! {item['kind']} {item['name']} on {item['server']}: {item['why']} (left alone)")
     for item in plan.foreign:
         p(f"  not in the fleet: {item['domain']} on {item['server']} (never touched)")
+    for item in plan.moves:
+        if item["status"] == "started":
+            p(f"  move of {item['domain']} from {item['source']} to {item['target']} under way: "
+              f"{', '.join(item['steps_done']) or 'no step'} done, next {item['next']} (`cozyops instance move "
+              f"{item['domain']} --to {item['target']}` continues it, `--abort` before the switch gives it back)")
+        elif not item["removal_due"]:
+            p(f"  {item['domain']} moved to {item['target']}: its source on {item['source']} stays blocked "
+              f"(MOVED) until {item['keep_until']}, then apply removes it")
     counts = plan.counts()
     summary = ", ".join(f"{kind} +{c['create']} ~{c['update']} -{c['delete']}" for kind, c in counts.items()
                         if any(c.values()))

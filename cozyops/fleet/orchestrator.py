@@ -25,6 +25,7 @@ on a failed item (an instance on a failed server, the site and certificate of a 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class FleetPlan:
     digests: dict[str, str] = field(default_factory=dict)  # server -> provisioning inputs
     owned_instances: int = 0
     owned_sites: int = 0
+    moves: list[dict] = field(default_factory=list)  # journaled moves: under way, or their source kept
 
     @property
     def checksum(self) -> str:
@@ -126,7 +128,7 @@ class FleetPlan:
         return [c for c in self.changes if c.kind == kind and (action is None or c.action == action)]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        kinds = ("server", "instance", "dns", "certificate", "site")
+        kinds = ("server", "instance", "moved", "dns", "certificate", "site")
         return {kind: NeutralPlan(self.of(kind)).counts() for kind in kinds}
 
     @property
@@ -157,6 +159,7 @@ class FleetPlan:
                                "instances": len(view.instances)} for name, view in self.views.items()},
             "not_in_fleet": self.foreign,
             "conflicts": self.conflicts,
+            "moves": self.moves,
         }
 
 
@@ -220,6 +223,8 @@ class Orchestrator:
         if only is None:
             self._plan_servers(result, check_servers)
         self._plan_instances(result, instances)
+        if only is None:
+            self._plan_moves(result)
         if dns:
             result.dns = self._dns().plan()
             result.changes += result.dns.neutral()
@@ -308,6 +313,33 @@ class Orchestrator:
                 if self.only is None and domain not in owned and domain not in wanted:
                     result.foreign.append({"domain": domain, "server": name, "blocked": found.blocked})
 
+    def _plan_moves(self, result: FleetPlan) -> None:
+        """The moves journaled in the fleet's state. One under way is shown (`cozyops instance move`
+        continues it, never `apply`); a finished move's source, kept blocked (MOVED) for its keep
+        days, is removed once they are over (a "moved" change: the move asked for it, so it does not
+        count against the removal thresholds)."""
+        from cozyops.instances import move
+
+        at = move.now()
+        for found in move.moves(self.fleet):
+            entry = {"domain": found["domain"], "source": found["source"], "target": found["target"],
+                     "status": found["status"], "steps_done": found["steps"], "keep_until": found["keep_until"]}
+            if found["status"] == "started":
+                entry["next"] = next((step for step, status in move.plan_steps(found["steps"]) if status == "todo"),
+                                     None)
+                result.moves.append(entry)
+                continue
+            if found["outcome"] != "moved" or not found["keep_until"]:
+                continue
+            due = datetime.datetime.fromisoformat(found["keep_until"]) <= at
+            entry["removal_due"] = due
+            result.moves.append(entry)
+            view = result.views.get(found["source"])
+            if due and view is not None and not view.error:
+                before = {"server": found["source"], "moved_to": found["target"], "kept_until": found["keep_until"],
+                          "present": found["domain"] in view.instances}
+                result.changes.append(Change("moved", DELETE, (found["domain"], found["source"]), before, None))
+
     def _plan_sites(self, result: FleetPlan) -> None:
         fleet = self.fleet
         desired = site.desired_names(fleet)
@@ -390,6 +422,7 @@ class Orchestrator:
         self._apply_servers(plan, report, progress)
         onboarding = self._apply_instances(plan, report, progress, parallel)
         report.onboarding = onboarding
+        self._apply_moved(plan, report)
         if plan.dns is not None and plan.dns.changes:
             self._apply_dns(plan, report, wait_dns)
         self._apply_sites(plan, report, progress)
@@ -485,6 +518,21 @@ class Orchestrator:
                 if domain not in wanted and view is not None and not view.error and domain not in view.instances:
                     owned.drop("instance", domain)
         return onboarding
+
+    def _apply_moved(self, plan: FleetPlan, report: ApplyReport) -> None:
+        """Moved sources whose keep days are over: destroyed (still blocked MOVED), journal closed."""
+        from cozyops.instances import move
+
+        for change in plan.of("moved"):
+            domain, source = change.key
+            if ("server", source) in report.failed_keys:
+                report.fail("moved", domain, f"not done: server {source} failed")
+                continue
+            try:
+                move.remove_moved_source(self.fleet, {"domain": domain, "source": source})
+                report.done.append(("moved", f"{domain} on {source}"))
+            except CozyopsError as error:
+                report.fail("moved", domain, str(error))
 
     def _apply_dns(self, plan: FleetPlan, report: ApplyReport, wait: bool) -> None:
         manager = self._dns()

@@ -484,6 +484,7 @@ class Move:
                                 "instance from one address; a move between servers of different addresses "
                                 "cannot switch one instance")
         self._check_trust(p.target)
+        self._check_registries(source.attributes.get("context") or None)
         return {"versions": versions, "used": used, "free": free, "locale": source.locale,
                 "email": source.attributes.get("email") or "", "apps": list(self.instance().apps)}
 
@@ -491,24 +492,33 @@ class Move:
         result = self.transport(server).run(["df", "-B1", "--output=avail", path]).check(server)
         return int(result.text.split()[-1])
 
+    def _stack_config(self, server: str) -> list[dict]:
+        """The YAML documents of the server's cozy.yml and cozy.yml.local (what it can parse)."""
+        command = self._shell(server, "cat /etc/cozy/cozy.yml /etc/cozy/cozy.yml.local 2>/dev/null")
+        return config_documents(self.transport(server).run(command).text)
+
     def _check_trust(self, server: str) -> None:
         """The target's stack must trust its loopback for the import (safe_http, §7 step 4)."""
-        command = self._shell(server, "cat /etc/cozy/cozy.yml /etc/cozy/cozy.yml.local 2>/dev/null")
-        text = self.transport(server).run(command).text
-        import yaml
-
-        trusted: list[str] = []
-        for document in text.split("\n---"):
-            with contextlib.suppress(yaml.YAMLError):
-                data = yaml.safe_load(document) or {}
-                trusted += [str(n) for n in ((data.get("safe_http") or {}).get("trusted_private_networks") or [])]
+        trusted = [str(n) for data in self._stack_config(server)
+                   for n in ((data.get("safe_http") or {}).get("trusted_private_networks") or [])]
         import ipaddress
 
         loopback = ipaddress.ip_address("127.0.0.1")
         if not any(loopback in ipaddress.ip_network(n, strict=False) for n in trusted if _is_network(n)):
             raise MoveError(f"server {server}", "its cozy-stack does not trust 127.0.0.1 "
                             "(safe_http.trusted_private_networks), where cozyops hands it the export",
-                            f"add {TRUSTED_LOOPBACK} there (/etc/cozy/cozy.yml) and restart cozy-stack")
+                            f"add {TRUSTED_LOOPBACK} there (cozy_stack_trusted_networks, docs/moves.md)")
+
+    def _check_registries(self, context: str | None) -> None:
+        """The import installs the instance's apps again from the target's registries
+        (importer.installApp: ``registry://<slug>/stable``): the target must know every registry
+        the source installs them from, for the instance's context."""
+        p = self.params
+        missing = missing_registries(self._stack_config(p.source), self._stack_config(p.target), context)
+        if missing:
+            raise MoveError(f"server {p.target}", "its cozy-stack lacks registries the source's has for context "
+                            f"{context or 'default'}: {', '.join(missing)} (the import installs the apps from them)",
+                            "give both the same cozy_stack_registries and provision")
 
     def step_create(self) -> dict:
         p = self.params
@@ -647,6 +657,10 @@ class Move:
     def step_switch(self) -> dict:
         p = self.params
         changed = set_server_in_file(self.fleet.root, self.domain, p.target)
+        with state.Owned(self.fleet.state_dir) as owned:  # the fleet's instance is now the target's
+            record = owned.get("instance", self.domain)
+            if record is not None and record["server"] != p.target:
+                owned.put("instance", self.domain, p.target, record["origin"], record["settings"])
         fleet = moved_fleet(self.fleet, self.domain, p.target)
         if self.site is not None:
             self.site(fleet, p.target)
@@ -711,6 +725,37 @@ class Move:
     def _created_by_us(self) -> bool:
         """``checks`` saw no instance on the target: one there now is the interrupted create's."""
         return self.steps.done("checks") and self._instance_on(self.params.target) is not None
+
+
+def config_documents(text: str) -> list[dict]:
+    """The YAML mappings in cozy.yml files' text (several files, or ``---`` documents, joined)."""
+    import yaml
+
+    found = []
+    for document in text.split("\n---"):
+        with contextlib.suppress(yaml.YAMLError):
+            data = yaml.safe_load(document)
+            if isinstance(data, dict):
+                found.append(data)
+    return found
+
+
+def registries_for(documents: list[dict], context: str | None) -> list[str]:
+    """The registries cozy-stack uses for an instance of ``context``: that context's list, else
+    ``default`` (config: ``registries: {default: [...], <context>: [...]}``); the last file wins."""
+    chosen: list[str] = []
+    for data in documents:
+        table = data.get("registries")
+        if isinstance(table, dict):
+            entry = table.get(context) if context and context in table else table.get("default")
+            if entry is not None:
+                chosen = [str(url).rstrip("/") for url in entry]
+    return chosen
+
+
+def missing_registries(source: list[dict], target: list[dict], context: str | None) -> list[str]:
+    have = set(registries_for(target, context))
+    return [url for url in registries_for(source, context) if url not in have]
 
 
 def _is_network(text: str) -> bool:

@@ -41,6 +41,8 @@ def provisioning_vars(fleet: Path) -> dict:
         "cozy_stack_couchdb_user": "",
         # A rebuilt lab repository keeps its address: refresh the lists at least every 10 minutes.
         "cozy_apt_cache_valid_time": 600,
+        # `instance move` hands the target its export on its loopback (docs/moves.md).
+        "cozy_stack_trusted_networks": ["127.0.0.1/32"],
         **_pinned_stack(),
     }
 

@@ -21,7 +21,6 @@ import pytest
 from tests.conftest import new_lab_id, require_lab
 
 pytestmark = pytest.mark.timeout(3600)
-TRUST = "\nsafe_http:\n  trusted_private_networks:\n    - 127.0.0.1/32\n"
 KILLS = ["checks", "create:acted", "create", "block", "export", "import:middle", "import", "verify", "switch",
          "unblock"]
 
@@ -120,12 +119,8 @@ def admin_state(lab, server: str, domain: str) -> dict | None:
 def moving(move_lab):
     lab = move_lab
     zone = lab.spec.zone
-    for host in ("h1", "h2"):
-        result = inside(lab, lambda host=host: _ssh(lab, host, f"printf '{TRUST}' >> /etc/cozy/cozy.yml && "
-                                                    "(systemctl restart cozy-stack || service cozy-stack restart) && "
-                                                    "for i in $(seq 60); do curl -sf http://127.0.0.1:8080/version "
-                                                    ">/dev/null && exit 0; sleep 1; done; exit 1"))
-        assert result.returncode == 0, result.stderr
+    # The lab's fleet sets cozy_stack_trusted_networks: [127.0.0.1/32], so the provisioned cozy.yml
+    # trusts the loopback where the move hands the target its export.
     path = lab.fleet_dir / "instances.yml"
     path.write_text(
         "# The lab's instances (a comment the move must keep).\ninstances:\n"
@@ -141,13 +136,6 @@ def moving(move_lab):
     inside(lab, lambda: demo.dns_for_the_fleet(lab))
     inside(lab, lambda: demo.certificates_for_the_fleet(lab))
     return lab
-
-
-def _ssh(lab, host: str, command: str):
-    from cozyops.transport import SshTransport
-
-    with SshTransport(lab.ssh_target(host)) as ssh:
-        return ssh.run(command, timeout=300)
 
 
 def _fill(lab, domain: str) -> None:
@@ -224,3 +212,31 @@ def test_a_move_killed_at_every_step_ends_as_one_move(moving):
     assert status < 500, head
     finished = cozyops(lab, "instance", "move", domain, "--to", "h2", "--yes")
     assert finished.returncode == 1 and "is on h2 already" in finished.stderr
+
+
+def test_apply_removes_a_moved_source_once_its_keep_days_are_over(moving):
+    import json
+
+    lab = moving
+    domain = f"carol.{lab.spec.zone}"
+    before = snapshot(lab, "h1", domain)
+    moved = cozyops(lab, "instance", "move", domain, "--to", "h2", "--yes", "--keep-days", "0")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert snapshot(lab, "h2", domain) == before
+    assert admin_state(lab, "h1", domain) == {"blocked": True, "reason": "MOVED", "count": 1}
+    planned = cozyops(lab, "plan", "--json")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    plan = json.loads(planned.stdout)
+    removal = [c for c in plan["changes"] if c["kind"] == "moved"]
+    assert [(c["action"], c["key"]) for c in removal] == [("delete", [domain, "h1"])], plan["changes"]
+    # bob's move (the test before) keeps its source 7 days: shown, not removed
+    kept = [m for m in plan["moves"] if m["domain"] == f"bob.{lab.spec.zone}"]
+    assert kept and kept[0]["removal_due"] is False and kept[0]["source"] == "h1", plan["moves"]
+    applied = cozyops(lab, "apply", "--yes", "--checksum", plan["checksum"])
+    assert applied.returncode == 0, applied.stderr[-3000:]
+    assert admin_state(lab, "h1", domain) is None
+    assert admin_state(lab, "h2", domain) == {"blocked": False, "reason": None, "count": 1}
+    assert admin_state(lab, "h1", f"bob.{lab.spec.zone}") == {"blocked": True, "reason": "MOVED", "count": 1}
+    again = json.loads(cozyops(lab, "plan", "--json").stdout)
+    assert not [c for c in again["changes"] if c["kind"] == "moved"]
+    assert not [m for m in again["moves"] if m["domain"] == domain]

@@ -122,3 +122,41 @@ def test_the_checksum_covers_before_and_after():
 def test_a_servers_inputs_are_the_roles_and_its_variables():
     assert server_digest("r", {"a": 1, "b": [2]}) == server_digest("r", {"b": [2], "a": 1})
     assert server_digest("r", {"a": 1}) != server_digest("r", {"a": 2}) != server_digest("s", {"a": 2})
+
+
+def _journal(model: Fleet, domain: str, steps: list[str], keep_until: str | None = None) -> None:
+    from cozyops import state
+
+    with state.Steps(model.state_dir, "move", domain) as journal:
+        journal.start({"domain": domain, "source": "h1", "target": "h2", "keep_days": 7})
+        for step in steps:
+            journal.record(step, {"keep_until": keep_until} if step == "moved" else {})
+        if "moved" in steps:
+            journal.finish("moved")
+
+
+def test_moves_under_way_are_shown_and_a_source_past_its_keep_days_is_removed(tmp_path):
+    from cozyops.instances.move import STEPS
+
+    model = Fleet("f", tmp_path, "example.org", SubdomainMode.NESTED, DnsSettings(DnsProviderKind.MANUAL),
+                  AcmeSettings("https://ca/dir"), {"h1": Server("h1", "192.0.2.1"), "h2": Server("h2", "192.0.2.2")},
+                  [Instance(f"{n}.example.org", "h2") for n in ("due", "kept", "gone")]
+                  + [Instance("going.example.org", "h1")])
+    _journal(model, "going.example.org", ["checks", "create", "block"])
+    _journal(model, "due.example.org", list(STEPS), "2026-01-01T00:00:00+00:00")
+    _journal(model, "kept.example.org", list(STEPS), "2999-01-01T00:00:00+00:00")
+    _journal(model, "gone.example.org", list(STEPS), "2026-01-01T00:00:00+00:00")
+    on_h1 = {d: seen(d, blocked=True) for d in ("due.example.org", "kept.example.org", "going.example.org")}
+    plan = FleetPlan(model.name, views={"h1": ServerView("h1", instances=on_h1), "h2": ServerView("h2")})
+    Orchestrator(model)._plan_moves(plan)
+    assert [(c.action, c.key, c.before["present"]) for c in plan.of("moved")] == [
+        ("delete", ("due.example.org", "h1"), True), ("delete", ("gone.example.org", "h1"), False)]
+    by_domain = {m["domain"]: m for m in plan.moves}
+    assert by_domain["going.example.org"]["status"] == "started" and by_domain["going.example.org"]["next"] == "export"
+    assert by_domain["kept.example.org"]["removal_due"] is False
+    assert plan.counts()["moved"]["delete"] == 2
+    assert plan.unsafe(Safety(1, 1)) is None  # asked for by the moves: not held back by the thresholds
+    # an unreachable source: nothing planned for it
+    plan = FleetPlan(model.name, views={"h1": ServerView("h1", error="server h1: no answer"), "h2": ServerView("h2")})
+    Orchestrator(model)._plan_moves(plan)
+    assert plan.of("moved") == [] and len(plan.moves) == 4

@@ -167,3 +167,22 @@ def test_a_killed_runs_journal_is_continued_and_removals_come_due(tmp_path):
     assert found["status"] == "finished" and found["outcome"] == "moved" and found["steps"][0] == "checks"
     assert [m["domain"] for m in move.due_removals(fleet)] == ["a.example.org"]
     assert move.due_removals(fleet, move.now() - datetime.timedelta(days=2)) == []
+
+
+def test_the_registries_an_instance_installs_from_are_its_contexts_else_default():
+    from cozyops.instances.move import config_documents, missing_registries, registries_for
+
+    source = config_documents("registries:\n  default:\n    - https://a/\n    - https://b\n  pro:\n    - https://p\n"
+                              "---\nfs:\n  url: file:///var/lib/cozy\n")
+    assert registries_for(source, None) == ["https://a", "https://b"]
+    assert registries_for(source, "pro") == ["https://p"]
+    assert registries_for(source, "other") == ["https://a", "https://b"]
+    same = config_documents("registries:\n  default: [https://a, https://b/]\n  pro: [https://p]\n")
+    assert missing_registries(source, same, None) == [] and missing_registries(source, same, "pro") == []
+    fewer = config_documents("registries:\n  default: [https://a]\n")
+    assert missing_registries(source, fewer, None) == ["https://b"]
+    assert missing_registries(source, fewer, "pro") == ["https://p"]
+    # cozy.yml.local after cozy.yml: the last file that names registries wins
+    assert registries_for(config_documents("registries:\n  default: [https://a]\n---\nregistries:\n"
+                                           "  default: [https://z]\n"), None) == ["https://z"]
+    assert config_documents(": not yaml [") == []
