@@ -192,24 +192,80 @@ def stack_answers(lab: Lab, host: HostSpec) -> str:
             f"public API (127.0.0.1:{PUBLIC_PORT}) version {version}")
 
 
-DEMO_INSTANCE = "alice"
+FLEET_INSTANCES = (("alice", "h1"), ("bob", "h2"))
 
 
 def demo_fleet(lab: Lab) -> None:
-    """Give the lab's fleet one instance (alice on h1) when its instances.yml is still empty."""
+    """Give the lab's fleet a small fleet (alice on h1, bob on h2) when its instances.yml is still empty."""
     import yaml
 
     path = lab.fleet_dir / "instances.yml"
     data = yaml.safe_load(path.read_text()) or {}
     if data.get("instances"):
         return
-    domain = f"{DEMO_INSTANCE}.{lab.spec.zone}"
+    entries = "".join(
+        f"  - domain: {name}.{lab.spec.zone}\n    server: {server}\n    apps: [home, drive, photos, settings, store]\n"
+        f"    email: {name}@{lab.spec.zone}\n    locale: en\n"
+        for name, server in FLEET_INSTANCES if server in fleet_servers(lab))
     path.write_text(
         path.read_text().replace("instances: []\n", "")
-        + f"# Added by `cozyops lab demo` (the file was empty); yours to edit.\ninstances:\n"
-        f"  - domain: {domain}\n    server: h1\n    apps: [home, drive, photos, settings, store]\n"
-        f"    email: {DEMO_INSTANCE}@{lab.spec.zone}\n    locale: en\n"
+        + f"# Added by `cozyops lab demo` (the file was empty); yours to edit.\ninstances:\n{entries}"
     )
+
+
+def fleet_servers(lab: Lab) -> set[str]:
+    from cozyops import inventory
+
+    return set(inventory.load(lab.fleet_dir).servers)
+
+
+def _cozyops(lab: Lab, *args: str, timeout: float = 3600) -> dict:
+    """Run `cozyops ARGS --json --fleet <the lab's fleet>` as a user would; its JSON, or a LabError
+    with its last line (the whole output appended to the lab's demo log)."""
+    import json
+    import sys
+
+    log = lab.logs / "demo-fleet.log"
+    argv = [sys.executable, "-m", "cozyops", *args, "--json", "--fleet", str(lab.fleet_dir)]
+    with open(log, "a") as err:
+        err.write(f"$ cozyops {' '.join(args)}\n")
+        err.flush()
+        result = subprocess.run(procs.netns_argv(lab.spec.netns, argv), stdout=subprocess.PIPE, stderr=err,
+                                text=True, timeout=timeout)
+    try:
+        data = json.loads(result.stdout) if result.stdout.strip() else {}
+    except ValueError:
+        data = {}
+    if result.returncode != 0:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        raise LabError(f"cozyops {' '.join(args)}", lines[-1] if lines else f"exit {result.returncode}", f"see {log}")
+    return data
+
+
+def _summary(counts: dict) -> str:
+    return ", ".join(f"{kind} +{c['create']} ~{c['update']} -{c['delete']}" for kind, c in counts.items()
+                     if any(c.values())) or "nothing to do"
+
+
+def fleet_plan_and_apply(lab: Lab) -> str:
+    """`cozyops plan`, then `cozyops apply --checksum` of that very plan: the small fleet's
+    instances created on their servers, their DNS records, certificates and nginx sites."""
+    plan = _cozyops(lab, "plan")
+    summary = _summary(plan["counts"])
+    if summary == "nothing to do":
+        return f"plan {plan['checksum']}: nothing to do (applied by an earlier demo)"
+    report = _cozyops(lab, "apply", "--checksum", plan["checksum"])
+    return f"plan {plan['checksum']}: {summary}; applied: {len(report['done'])} done, 0 failed"
+
+
+def fleet_second_plan(lab: Lab) -> str:
+    """A second `cozyops plan` has nothing left to do."""
+    plan = _cozyops(lab, "plan")
+    summary = _summary(plan["counts"])
+    if summary != "nothing to do":
+        raise LabError("the second cozyops plan", f"still plans: {summary}")
+    foreign = len(plan.get("not_in_fleet", []))
+    return f"plan {plan['checksum']}: nothing to do ({foreign} instance(s) on the servers not the fleet's, untouched)"
 
 
 def instances_on_their_servers(lab: Lab) -> str:
@@ -321,13 +377,13 @@ def install_on_a_fresh_host(lab: Lab, host: HostSpec) -> str:
     return f"{domain} on {host.name}: {what}; {link}; log {log}"
 
 
-def https_on_app_subdomains(lab: Lab, host: HostSpec, apps: tuple[str, ...]) -> str:
-    """Each app of the installed instance over HTTPS through nginx on the host, the certificate
+def https_on_app_subdomains(lab: Lab, host: HostSpec, apps: tuple[str, ...], name: str = INSTALL_INSTANCE) -> str:
+    """Each app of the instance ``name`` over HTTPS through nginx on the host, the certificate
     verified against pebble's issuing root for the app's own name."""
     import socket
     import ssl
 
-    domain = f"{INSTALL_INSTANCE}.{lab.spec.zone}"
+    domain = f"{name}.{lab.spec.zone}"
     context = ssl.create_default_context(cafile=str(lab.pebble().issuing_root))
     seen = []
     for app in apps:
@@ -387,10 +443,12 @@ def steps(lab: Lab, install_on: HostSpec | None = None) -> list[Step]:
             found.append(Step(f"the cozy-stack double on {host.name} answers through SSH forwarding",
                               lambda h=host: stack_answers(lab, h)))
         demo_fleet(lab)
-        found.append(Step("the fleet's instances exist on their servers", lambda: instances_on_their_servers(lab)))
-        found.append(Step("DNS records for the fleet's instances (cozyops dns apply)", lambda: dns_for_the_fleet(lab)))
-        found.append(Step("wildcard certificates for the fleet's instances (cozyops cert issue)",
-                          lambda: certificates_for_the_fleet(lab)))
+        found.append(Step("a small fleet through cozyops plan, then cozyops apply --checksum (instances, DNS, "
+                          "certificates, sites)", lambda: fleet_plan_and_apply(lab)))
+        found.append(Step("a second cozyops plan has nothing to do", lambda: fleet_second_plan(lab)))
+        alice = next(h for h in hosts if h.name == FLEET_INSTANCES[0][1])
+        found.append(Step(f"HTTPS on the app subdomains of {FLEET_INSTANCES[0][0]}.{lab.spec.zone} (the fleet's)",
+                          lambda: https_on_app_subdomains(lab, alice, ("drive", "photos"), FLEET_INSTANCES[0][0])))
     return found
 
 
