@@ -44,6 +44,7 @@ from cozyops.transport.ssh import SshTarget, SshTransport
 STATE_FILE = "lab.json"
 READY_TIMEOUT = 15.0
 DEFAULT_HOSTS = 2
+UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 APT_PROXY = "apt-proxy"
 
 Report = Callable[[str], None]
@@ -224,6 +225,15 @@ class Lab:
             self.pebble(),
         ]
 
+    def _check_socket_paths(self) -> None:
+        """Knot's control socket lives in the lab's directory (Knot makes its path absolute); a Unix
+        socket's path holds at most 107 bytes: a directory too deep is refused before anything starts."""
+        socket = self.dir.resolve() / "knot" / "run" / "knot.sock"
+        if len(str(socket).encode()) > UNIX_PATH_MAX:
+            raise LabError(f"lab directory {self.dir}", f"is too deep: Knot's control socket there ({socket}) "
+                           f"would pass the {UNIX_PATH_MAX} bytes a Unix socket's path may have",
+                           "pick a shorter --dir")
+
     def pebble(self) -> Pebble:
         return Pebble(self.spec, self.dir / "pebble")
 
@@ -240,6 +250,7 @@ class Lab:
         ``bare`` ones, which are left as fresh Debian hosts (for `cozyops install`, `lab demo`)."""
         setup.require_root("cozyops lab up")
         setup.require_packages("cozyops lab up")
+        self._check_socket_paths()
         with self._locked():
             state = self.state()
             self._check_namespace_is_ours(state)

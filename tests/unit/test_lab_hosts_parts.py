@@ -135,3 +135,15 @@ def test_a_request_with_a_body_is_refused():
     head = b"GET http://deb.debian.org/ HTTP/1.1\r\nContent-Length: 3"
     with pytest.raises(aptproxy.Refused, match="body"):
         aptproxy.origin_request(*aptproxy.parse_head(head), ALLOWED)
+
+
+def test_a_lab_directory_too_deep_for_knots_control_socket_is_refused(tmp_path):
+    from cozyops.lab.lab import UNIX_PATH_MAX, Lab
+
+    shallow = Lab.open("zs1", tmp_path / "lab")
+    shallow._check_socket_paths()  # fine
+    deep = tmp_path / ("d" * max(1, UNIX_PATH_MAX - len(str(tmp_path.resolve())) - 20)) / "lab"
+    with pytest.raises(LabError) as caught:
+        Lab.open("zs2", deep)._check_socket_paths()
+    assert str(caught.value).startswith(f"lab directory {deep}: is too deep: Knot's control socket there")
+    assert "\n" not in str(caught.value) and "--dir" in str(caught.value)
