@@ -7,11 +7,13 @@ namespaces and subnet differ from a user's lab) and is brought down, purged, at 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,23 @@ def require_lab() -> None:
 
 def new_lab_id(prefix: str = "t") -> str:
     return f"{prefix}{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def own_lab(tmp_path_factory: pytest.TempPathFactory, prefix: str, prepare=None, **up) -> Iterator:
+    """A lab of a test module's own (id ``<prefix><hex>``, directory ``<prefix>lab<N>``): ``prepare(lab)``
+    before it comes up, ``Lab.up(**up)``, purged at the end."""
+    require_lab()
+    from cozyops.lab.lab import Lab
+
+    instance = Lab.open(new_lab_id(prefix), tmp_path_factory.mktemp(f"{prefix}lab"))
+    try:
+        if prepare is not None:
+            prepare(instance)
+        instance.up(**up)
+        yield instance
+    finally:
+        instance.down(purge=True)
 
 
 @pytest.fixture(scope="session")

@@ -483,8 +483,9 @@ class Move:
                 raise MoveError(f"instance {self.domain}", "flat subdomains: the zone's wildcard serves every "
                                 "instance from one address; a move between servers of different addresses "
                                 "cannot switch one instance")
-        self._check_trust(p.target)
-        self._check_registries(source.attributes.get("context") or None)
+        target_config = self._stack_config(p.target)  # read once, for both checks
+        self._check_trust(p.target, target_config)
+        self._check_registries(target_config, source.attributes.get("context") or None)
         return {"versions": versions, "used": used, "free": free, "locale": source.locale,
                 "email": source.attributes.get("email") or "", "apps": list(self.instance().apps)}
 
@@ -497,9 +498,9 @@ class Move:
         command = self._shell(server, "cat /etc/cozy/cozy.yml /etc/cozy/cozy.yml.local 2>/dev/null")
         return config_documents(self.transport(server).run(command).text)
 
-    def _check_trust(self, server: str) -> None:
+    def _check_trust(self, server: str, config: list[dict]) -> None:
         """The target's stack must trust its loopback for the import (safe_http, §7 step 4)."""
-        trusted = [str(n) for data in self._stack_config(server)
+        trusted = [str(n) for data in config
                    for n in ((data.get("safe_http") or {}).get("trusted_private_networks") or [])]
         import ipaddress
 
@@ -509,12 +510,12 @@ class Move:
                             "(safe_http.trusted_private_networks), where cozyops hands it the export",
                             f"add {TRUSTED_LOOPBACK} there (cozy_stack_trusted_networks, docs/moves.md)")
 
-    def _check_registries(self, context: str | None) -> None:
+    def _check_registries(self, target_config: list[dict], context: str | None) -> None:
         """The import installs the instance's apps again from the target's registries
         (importer.installApp: ``registry://<slug>/stable``): the target must know every registry
         the source installs them from, for the instance's context."""
         p = self.params
-        missing = missing_registries(self._stack_config(p.source), self._stack_config(p.target), context)
+        missing = missing_registries(self._stack_config(p.source), target_config, context)
         if missing:
             raise MoveError(f"server {p.target}", "its cozy-stack lacks registries the source's has for context "
                             f"{context or 'default'}: {', '.join(missing)} (the import installs the apps from them)",

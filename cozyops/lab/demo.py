@@ -203,20 +203,17 @@ def demo_fleet(lab: Lab) -> None:
     data = yaml.safe_load(path.read_text()) or {}
     if data.get("instances"):
         return
+    from cozyops import inventory
+
+    servers = inventory.load(lab.fleet_dir).servers
     entries = "".join(
         f"  - domain: {name}.{lab.spec.zone}\n    server: {server}\n    apps: [home, drive, photos, settings, store]\n"
         f"    email: {name}@{lab.spec.zone}\n    locale: en\n"
-        for name, server in FLEET_INSTANCES if server in fleet_servers(lab))
+        for name, server in FLEET_INSTANCES if server in servers)
     path.write_text(
         path.read_text().replace("instances: []\n", "")
         + f"# Added by `cozyops lab demo` (the file was empty); yours to edit.\ninstances:\n{entries}"
     )
-
-
-def fleet_servers(lab: Lab) -> set[str]:
-    from cozyops import inventory
-
-    return set(inventory.load(lab.fleet_dir).servers)
 
 
 def _cozyops(lab: Lab, *args: str, timeout: float = 3600) -> dict:

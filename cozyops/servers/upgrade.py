@@ -129,12 +129,8 @@ def observe(fleet: Fleet, name: str, probe: str | None = None) -> Health:
     server = fleet.servers[name]
     try:
         with connect(fleet, server) as stack:
-            ran = stack.transport.run(["dpkg-query", "-W", "-f=${Version}", "cozy-stack"])
-            package = ran.stdout.decode(errors="replace").strip() if ran.returncode == 0 else ""
-            try:
-                status = str(stack.public(name).status().get("message") or "")
-            except CozyopsError as error:
-                status = str(error)
+            package = stack.package_version()
+            status = stack.status_message(name)
             admin = stack.admin
             version = str(admin.version().get("version") or "")
             domains = {instance.domain for instance in admin.instances()}

@@ -50,6 +50,18 @@ class StackClients:
             self._stack.callback(self._admin.close)
         return self._admin
 
+    def package_version(self) -> str:
+        """The installed cozy-stack package's version (dpkg), "" when it is not installed."""
+        ran = self.transport.run(["dpkg-query", "-W", "-f=${Version}", "cozy-stack"])
+        return ran.stdout.decode(errors="replace").strip() if ran.returncode == 0 else ""
+
+    def status_message(self, domain: str) -> str:
+        """``GET /status``'s message through the public port, or the error that came instead."""
+        try:
+            return str(self.public(domain).status().get("message") or "")
+        except CozyopsError as error:
+            return str(error)
+
     @property
     def public_url(self) -> str:
         """The forwarded public port (http://127.0.0.1:PORT)."""

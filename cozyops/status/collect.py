@@ -56,13 +56,9 @@ def server_state(fleet: Fleet, name: str) -> tuple[ServerState, list[InstanceSta
     found: list[InstanceState] = []
     try:
         with connect(fleet, server) as stack:
-            ran = stack.transport.run(["dpkg-query", "-W", "-f=${Version}", "cozy-stack"])
-            package = ran.stdout.decode(errors="replace").strip() if ran.returncode == 0 else ""
+            package = stack.package_version()
             disk = _disk(stack.transport)
-            try:
-                status = str(stack.public(name).status().get("message") or "")
-            except CozyopsError as error:
-                status = str(error)
+            status = stack.status_message(name)
             admin = stack.admin
             version = str(admin.version().get("version") or "")
             listed = admin.instances()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 
 pytestmark = pytest.mark.timeout(2400)
 KILLED = -9
@@ -27,15 +27,8 @@ KILLED = -9
 
 @pytest.fixture(scope="module")
 def fresh_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
-
-    lab = Lab.open(new_lab_id("i"), tmp_path_factory.mktemp("installlab"))
-    try:
-        lab.up(hosts_wanted=1)
+    with own_lab(tmp_path_factory, "i", hosts_wanted=1) as lab:
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 def install(lab, domain: str, *args: str, env: dict | None = None, fleet: Path | None = None,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 from tests.integration.test_install import verified
 
 pytestmark = pytest.mark.timeout(2400)
@@ -28,15 +28,8 @@ ON_HOST = "/root/fleet"
 
 @pytest.fixture(scope="module")
 def local_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
-
-    lab = Lab.open(new_lab_id("l"), tmp_path_factory.mktemp("locallab"))
-    try:
-        lab.up(hosts_wanted=1)
+    with own_lab(tmp_path_factory, "l", hosts_wanted=1) as lab:
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 def on_h1(lab, command: str, *, stdin: bytes | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:

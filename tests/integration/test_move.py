@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 
 pytestmark = pytest.mark.timeout(3600)
 KILLS = ["checks", "create:acted", "create", "block", "export", "import:middle", "import", "verify", "switch",
@@ -27,15 +27,8 @@ KILLS = ["checks", "create:acted", "create", "block", "export", "import:middle",
 
 @pytest.fixture(scope="module")
 def move_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
-
-    lab = Lab.open(new_lab_id("m"), tmp_path_factory.mktemp("movelab"))
-    try:
-        lab.up(hosts_wanted=2, with_stack=True)
+    with own_lab(tmp_path_factory, "m", hosts_wanted=2, with_stack=True) as lab:
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 def inside(lab, function):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 
 # Provisioning fresh hosts (apt, packages, services) takes minutes on a loaded 2-core machine.
 pytestmark = pytest.mark.timeout(1500)
@@ -28,15 +28,8 @@ SITE = str(Path(__file__).resolve().parents[2] / "playbooks" / "site.yml")
 
 @pytest.fixture(scope="module")
 def fresh_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
-
-    lab = Lab.open(new_lab_id("p"), tmp_path_factory.mktemp("provlab"))
-    try:
-        lab.up(hosts_wanted=2)
+    with own_lab(tmp_path_factory, "p", hosts_wanted=2) as lab:
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 def inside(lab, argv: list[str], timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:

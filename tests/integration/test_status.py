@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from cozyops.lab import aptrepo
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 
 pytestmark = pytest.mark.timeout(1800)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -40,17 +40,15 @@ def cozyops(lab, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def status_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
-
-    lab = Lab.open(new_lab_id("s"), tmp_path_factory.mktemp("statuslab"))
-    zone = lab.spec.zone
-    lab.fleet_dir.mkdir(parents=True, exist_ok=True)
     placed = [("alice", "h1"), ("bob", "h1"), ("carol", "h2"), ("dave", "h2")]  # dave: never created
-    (lab.fleet_dir / "instances.yml").write_text(json.dumps({"instances": [
-        {"domain": f"{name}.{zone}", "server": host, "apps": ["drive"]} for name, host in placed]}))
-    try:
-        lab.up(hosts_wanted=2, with_stack=True)
+
+    def place(lab) -> None:
+        lab.fleet_dir.mkdir(parents=True, exist_ok=True)
+        (lab.fleet_dir / "instances.yml").write_text(json.dumps({"instances": [
+            {"domain": f"{name}.{lab.spec.zone}", "server": host, "apps": ["drive"]} for name, host in placed]}))
+
+    with own_lab(tmp_path_factory, "s", place, hosts_wanted=2, with_stack=True) as lab:
+        zone = lab.spec.zone
         admin = "COZY_ADMIN_PASSPHRASE=$(cat /etc/cozy/.cozy-admin-passphrase) cozy-stack instances"
         for command, host in (
             (f"add --apps drive --disk-quota 1GB alice.{zone} && {admin} modify --onboarding-finished alice.{zone}",
@@ -63,8 +61,6 @@ def status_lab(tmp_path_factory):
         issued = cozyops(lab, "cert", "issue", "--json")
         assert issued.returncode == 0, issued.stderr[-3000:]
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 @pytest.fixture(scope="module")

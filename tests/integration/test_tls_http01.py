@@ -17,7 +17,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 from tests.integration.test_provision import inside, on_host, provision
 
 pytestmark = pytest.mark.timeout(1500)
@@ -25,15 +25,8 @@ pytestmark = pytest.mark.timeout(1500)
 
 @pytest.fixture(scope="module")
 def http_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
-
-    lab = Lab.open(new_lab_id("w"), tmp_path_factory.mktemp("http01lab"))
-    try:
-        lab.up(hosts_wanted=1)
+    with own_lab(tmp_path_factory, "w", hosts_wanted=1) as lab:
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 def set_fleet(lab, mode: str, instances: list[dict]) -> None:

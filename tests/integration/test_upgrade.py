@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from cozyops.lab import aptrepo
-from tests.conftest import new_lab_id, require_lab
+from tests.conftest import own_lab
 
 # Four fresh hosts provisioned, then three upgrade runs: many minutes on a loaded 2-core machine.
 pytestmark = pytest.mark.timeout(2400)
@@ -27,25 +27,20 @@ HOSTS = ["h1", "h2", "h3", "h4"]
 
 @pytest.fixture(scope="module")
 def upgrade_lab(tmp_path_factory):
-    require_lab()
-    from cozyops.lab.lab import Lab
+    instances: dict[str, str] = {}
 
-    lab = Lab.open(new_lab_id("u"), tmp_path_factory.mktemp("upgradelab"))
-    zone = lab.spec.zone
-    instances = {"h1": f"alice.{zone}", "h3": f"bob.{zone}"}
-    # before the hosts are provisioned: the nginx role makes the instances' sites
-    lab.fleet_dir.mkdir(parents=True, exist_ok=True)
-    (lab.fleet_dir / "instances.yml").write_text(json.dumps({"instances": [
-        {"domain": domain, "server": host, "apps": ["drive"]} for host, domain in instances.items()]}))
-    try:
-        lab.up(hosts_wanted=4, with_stack=True)
+    def place(lab) -> None:  # before the hosts are provisioned: the nginx role makes the instances' sites
+        instances.update({"h1": f"alice.{lab.spec.zone}", "h3": f"bob.{lab.spec.zone}"})
+        lab.fleet_dir.mkdir(parents=True, exist_ok=True)
+        (lab.fleet_dir / "instances.yml").write_text(json.dumps({"instances": [
+            {"domain": domain, "server": host, "apps": ["drive"]} for host, domain in instances.items()]}))
+
+    with own_lab(tmp_path_factory, "u", place, hosts_wanted=4, with_stack=True) as lab:
         for host, domain in instances.items():
             added = on_host(lab, host, "COZY_ADMIN_PASSPHRASE=$(cat /etc/cozy/.cozy-admin-passphrase) "
                                        f"cozy-stack instances add --apps drive {domain}")
             assert added.returncode == 0, added.stderr
         yield lab
-    finally:
-        lab.down(purge=True)
 
 
 def inside(lab, argv: list[str], timeout: float = 1800) -> subprocess.CompletedProcess:
