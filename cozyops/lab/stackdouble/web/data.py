@@ -408,4 +408,18 @@ class Replication:
             return json_response(400, {"error": str(error)})
         self.stack.couch.create_db(db)
         status, data = self.stack.couch.request("POST", Couch.db(db) + "/_bulk_docs", body)
-        return json_response(status, data)
+        return json_response(status, in_request_order(body, data))
+
+
+def in_request_order(body: object, results: object) -> object:
+    """CouchDB answers _bulk_docs one result per document, in the request's order; pouchdb-server
+    (CouchDB's stand-in) sometimes answers them in another. Put them back when every document names
+    its _id (a document without one cannot be matched, and the answer is left as it came)."""
+    docs = body.get("docs") if isinstance(body, dict) else None
+    if not isinstance(docs, list) or not isinstance(results, list) or len(docs) != len(results):
+        return results
+    ids = [doc.get("_id") if isinstance(doc, dict) else None for doc in docs]
+    if None in ids or len(set(ids)) != len(ids) or {r.get("id") for r in results if isinstance(r, dict)} != set(ids):
+        return results
+    by_id = {r["id"]: r for r in results}
+    return [by_id[i] for i in ids]
