@@ -45,9 +45,6 @@ def copy_to_h1(lab, source: Path, target: str) -> None:
     assert result.returncode == 0, result.stderr.decode()[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="known defect, found by this test: requirements.lock pins soupsieve, which "
-                   "needs Python >= 3.11.5; Debian 12's python3 is 3.11.2, so the wheelhouse does not install there "
-                   "(pin a soupsieve that supports 3.11.2, then drop this mark)")
 def test_install_local_on_the_server_from_a_wheelhouse(local_lab, tmp_path):
     lab = local_lab
     wheelhouse = tmp_path / "wheelhouse"
