@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import ipaddress
 import os
 import socket
+import struct
 from pathlib import Path
 
 import typer
@@ -28,13 +31,29 @@ def _absolute(value: str | None) -> str | None:
 
 
 def _detected_ipv4() -> str | None:
-    """This machine's address on its default route (a UDP socket's source: nothing is sent)."""
+    """This machine's address on its default route (a UDP socket's source: nothing is sent); with
+    no default route (a host reached only on its own network), its one IPv4 address that is not
+    loopback, if it has exactly one."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect(("192.0.2.1", 53))
             return probe.getsockname()[0]
     except OSError:
-        return None
+        pass
+    addresses = {address for address in map(_interface_ipv4, socket.if_nameindex())
+                 if address and not ipaddress.IPv4Address(address).is_loopback}
+    return addresses.pop() if len(addresses) == 1 else None
+
+
+def _interface_ipv4(interface: tuple[int, str]) -> str | None:
+    """The IPv4 address of one interface (SIOCGIFADDR), None when it has none."""
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            answer = fcntl.ioctl(probe.fileno(), siocgifaddr, struct.pack("256s", interface[1].encode()[:15]))
+        except OSError:
+            return None
+    return socket.inet_ntoa(answer[20:24])
 
 
 class _Progress:

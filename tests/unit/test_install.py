@@ -236,3 +236,18 @@ def test_http_01_into_a_dns_01_fleet_is_refused_with_both_values(tmp_path):
     with pytest.raises(ConfigError) as caught:
         edits(_new(tmp_path, domain="bob.example.org", http_01=True), fleet)
     assert str(caught.value).startswith("--http-01: http-01 differs from the fleet's cozy_acme.challenge (dns-01)")
+
+
+def test_an_interface_address_is_read_from_the_kernel():
+    # --local's fallback when the machine has no default route (a lab host): the one address on
+    # its interfaces that is not loopback. Here: loopback's own address, and none for a name no
+    # interface has.
+    import socket
+
+    from cozyops.cli.install import _detected_ipv4, _interface_ipv4
+
+    loopback = next(entry for entry in socket.if_nameindex() if entry[1] == "lo")
+    assert _interface_ipv4(loopback) == "127.0.0.1"
+    assert _interface_ipv4((0, "cozyops-none0")) is None
+    detected = _detected_ipv4()
+    assert detected is None or not detected.startswith("127.")
