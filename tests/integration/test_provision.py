@@ -96,6 +96,13 @@ def test_server_provision_then_nothing_to_change(fresh_lab):
     assert set(summary["hosts"]) == {"h1"} and summary["hosts"]["h1"]["changed"] > 5, summary
     assert (fresh_lab.fleet_dir / ".cozyops" / "runs" / summary["run"] / "job_events").is_dir()
 
+    # Package lists older than cozy_apt_cache_valid_time are refreshed, which is not a change:
+    # a day-old run is aged here (apt's module goes by the lists' time, or by this stamp).
+    for host in ("h1", "h2"):
+        aged = on_host(fresh_lab, host, "touch -d '2 days ago' /var/lib/apt/lists; stamp="
+                                        "/var/lib/apt/periodic/update-success-stamp; "
+                                        "if [ -e $stamp ]; then touch -d '2 days ago' $stamp; fi")
+        assert aged.returncode == 0, aged.stderr
     second, again = provision(fresh_lab)
     assert second.returncode == 0, second.stderr[-3000:]
     assert set(again["hosts"]) == {"h1", "h2"}
