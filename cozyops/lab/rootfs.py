@@ -9,6 +9,12 @@ that exists is never rebuilt.
 Hosts receive their per-host files (host key, hostname, apt proxy, the machine's apt settings)
 at boot, so nothing host-specific lives here: the build removes the SSH host keys and the
 machine-id that the packages' scripts generate.
+
+Like Debian's own container images (debuerreotype's ``--slimify`` and its dpkg settings), dpkg
+unpacks without an fsync per file (``force-unsafe-io``: a host's disk is a scratch overlay that
+nothing outlives), leaves out manuals, info pages, translations and documentation but the
+copyright files. A provisioning run installs the same packages as on a full server, and spends
+its time on them rather than on the disk.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ SUITE = "bookworm"
 VARIANT = "minbase"
 PACKAGES = ("python3", "openssh-server", "iproute2", "ca-certificates", "sudo", "procps")
 # Bumped when the build's own steps change, so that an older build is not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 MANIFEST = "cozyops-rootfs.json"
 
 Report = Callable[[str], None]
@@ -162,6 +168,7 @@ def _finish(root: Path, wanted: Recipe, log: Path, report: Report) -> None:
     for key in (root / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()
     (root / "etc" / "machine-id").write_text("")
+    _slim(root)
     for deb in (root / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         deb.unlink()
     # The machine's apt sources and settings replace debootstrap's one-line sources.list, and
@@ -172,6 +179,24 @@ def _finish(root: Path, wanted: Recipe, log: Path, report: Report) -> None:
     _run(["unshare", "--mount", "--propagation", "private", "chroot", str(root), "apt-get", "update"], log, report)
     manifest = {**wanted.to_json(), "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (root / "etc" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+DPKG_SETTINGS = {
+    # /etc/dpkg/dpkg.cfg.d/<name>: as in Debian's images (debuerreotype's docker-* files)
+    "cozyops-lab-unsafe-io": "force-unsafe-io\n",
+    "cozyops-lab-slim": "".join(f"path-exclude {pattern}\n" for pattern in (
+        "/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
+        "/usr/share/groff/*", "/usr/share/lintian/*", "/usr/share/linda/*",
+    )) + "path-include /usr/share/doc/*/copyright\npath-include /usr/share/locale/locale.alias\n",
+}
+
+
+def _slim(root: Path) -> None:
+    """dpkg without fsync and without documentation (see the module's docstring)."""
+    settings = root / "etc" / "dpkg" / "dpkg.cfg.d"
+    settings.mkdir(parents=True, exist_ok=True)
+    for name, text in DPKG_SETTINGS.items():
+        (settings / name).write_text(text)
 
 
 def install_apt_files(root: Path, wanted: dict[str, Path], lower: Path | None = None) -> list[str]:
