@@ -117,8 +117,9 @@ def up(
         None, "--hosts", min=0, help=f"How many hosts h1..hN (default: {DEFAULT_HOSTS}); a lab keeps the hosts it has."
     ),
     with_stack: bool = typer.Option(
-        False, "--with-stack", help=("Provision every host (cozyops server provision): CouchDB (pouchdb-server), "
-              "cozy-stack (the double) and nginx from the lab's apt repository.")
+        False, "--with-stack", help=(
+            "Provision every host that does not have the stack yet (cozyops server provision): CouchDB "
+            "(pouchdb-server), cozy-stack (the double) and nginx from the lab's apt repository."),
     ),
     directory: Path = DirOption,
     json: bool = JsonOption,

@@ -72,6 +72,7 @@ class LabState:
     rootfs: str = ""  # the root filesystem the hosts' overlays were made on
     stack: bool = False  # the cozy-stack double is installed on the hosts (`up --with-stack`)
     zone3: str = DEFAULT_ZONE3  # PowerDNS's
+    stacked: list[str] = field(default_factory=list)  # the hosts `server provision` has run on
 
     def to_json(self) -> dict:
         return {
@@ -85,6 +86,7 @@ class LabState:
             "hosts": self.hosts,
             "rootfs": self.rootfs,
             "stack": self.stack,
+            "stacked": self.stacked,
         }
 
     @classmethod
@@ -100,6 +102,7 @@ class LabState:
             data.get("rootfs", ""),
             bool(data.get("stack", False)),
             data.get("zone3", DEFAULT_ZONE3),
+            list(data.get("stacked", [])),
         )
 
     def process(self, name: str) -> procs.Proc | None:
@@ -270,6 +273,7 @@ class Lab:
                     rootfs=state.rootfs,
                     stack=state.stack,
                     zone3=self.spec.zone3,
+                    stacked=state.stacked,
                 )
                 report(f"network namespace {self.spec.netns} ({self.spec.subnet})")
                 state.namespaces = [self.spec.netns]
@@ -311,12 +315,14 @@ class Lab:
                 assert lower is not None
                 booted = self._hosts_up(state, wanted_hosts, lower, report)
                 stacked = wanted_hosts[: len(wanted_hosts) - bare] if bare else wanted_hosts
-                if with_stack:
-                    self._stack_up(state, stacked, report)
-                elif state.stack and [host for host in booted if host in stacked]:
-                    # A lab with the stack keeps it on every host: new hosts get it, and booted
-                    # ones are checked until cozy-stack answers (their init started it).
-                    self._stack_up(state, [host for host in booted if host in stacked], report)
+                # The stack goes on the hosts that never had it (--with-stack); a lab with the
+                # stack keeps it on every host, and a host booted again is provisioned again (a
+                # check until cozy-stack answers: its init started it). A running host that has
+                # it is left alone: `cozyops server provision` is the way to run the roles again.
+                todo = [host for host in stacked
+                        if host in booted or (with_stack and host.name not in state.stacked)]
+                if todo and (with_stack or state.stack):
+                    self._stack_up(state, todo, report)
             elif with_stack:
                 raise ConfigError("--with-stack", "needs hosts (--hosts 1 or more)")
             where = self.host_files
@@ -398,6 +404,7 @@ class Lab:
             raise LabError("cozyops server provision " + " ".join(names),
                            f"failed on {', '.join(failed) or 'the run'}", f"see {log}")
         state.stack = True
+        state.stacked = sorted(set(state.stacked) | set(names))
         self._save(state)
 
     def _apt_proxy_up(self, state: LabState, targets: list[aptsources.Target], report: Report) -> None:

@@ -279,6 +279,24 @@ def test_a_host_added_later_gets_the_stack(stack_lab):
     assert answer.returncode == 0 and "OK" in answer.stdout, answer.stdout + answer.stderr
 
 
+def test_up_with_stack_again_leaves_the_hosts_that_have_it_alone(stack_lab):
+    """The stack is on h1..h3 (the tests above): `up --with-stack` runs no playbook, and checks them."""
+    runs = stack_lab.fleet_dir / ".cozyops" / "runs"
+    before = sorted(path.name for path in runs.iterdir())
+    assert before, "the stack was brought up by `cozyops server provision`, which keeps its runs here"
+    result = subprocess.run(
+        [sys.executable, "-m", "cozyops", "lab", "up", "--dir", str(stack_lab.dir), "--with-stack", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    SEEN_OUTPUT.extend([result.stdout, result.stderr])
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["stack"] and [host["name"] for host in status["hosts"]] == ["h1", "h2", "h3"]
+    assert all(host["ok"] for host in status["hosts"]), status["hosts"]
+    assert sorted(path.name for path in runs.iterdir()) == before
+    assert sorted(json.loads(stack_lab.state_path.read_text())["stacked"]) == ["h1", "h2", "h3"]
+
+
 def test_no_secret_appears_in_any_output_or_log(stack_lab):
     """Runs last in this module: the passphrases and tokens of the run appear nowhere."""
 
