@@ -17,7 +17,9 @@ import pytest
 
 from tests import docblocks
 
-pytestmark = pytest.mark.lab
+# A documented command may bring the stack up on the lab (`lab up --with-stack`): minutes on a busy
+# machine.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
 RUN = [block for block in docblocks.all_blocks() if block.mark == "run"]
 

@@ -20,7 +20,9 @@ from cozyops.transport import fleet as transports
 from cozyops.transport.base import TransportError
 from tests.integration.test_stack import stack_lab  # noqa: F401 - the module fixture that brings the stack up
 
-pytestmark = pytest.mark.lab
+# The first test waits for the module fixture that brings the stack up (test_stack.stack_lab), which
+# takes minutes on a busy machine: the time allowed is test_stack's.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
 
 def copy_fleet(lab, root):

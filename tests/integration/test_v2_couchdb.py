@@ -17,7 +17,9 @@ from tests.integration.test_stack import stack_lab  # noqa: F401 - the module fi
 from tests.integration.test_v2_import import check_contacts, cli, ledger_entries, md5, new_instance, with_clients
 from tests.v2couch import PouchServer, V2Db, hostile_db, realistic_db
 
-pytestmark = pytest.mark.lab
+# The first test waits for the module fixture that brings the stack up (test_stack.stack_lab), which
+# takes minutes on a busy machine: the time allowed is test_stack's.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
 USER, PASSWORD = "v2admin", "s3cret-Pa55word"
 

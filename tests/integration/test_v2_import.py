@@ -25,7 +25,9 @@ from tests.integration.test_stack import stack_lab  # noqa: F401 - the module fi
 from tests.integration.test_stack import with_clients as stack_clients
 from tests.v2export import Export, realistic
 
-pytestmark = pytest.mark.lab
+# The first test waits for the module fixture that brings the stack up (test_stack.stack_lab), which
+# takes minutes on a busy machine: the time allowed is test_stack's.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
 
 
 def with_clients(lab, domain: str, work):
