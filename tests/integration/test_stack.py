@@ -34,8 +34,8 @@ def mint(admin: AdminClient, domain: str) -> str:
     return token
 
 
-@pytest.fixture(scope="module")
-def stack_lab(lab):
+def up_with_stack(lab) -> dict:
+    """`cozyops lab up --with-stack --json`: the lab's status, every host ok."""
     result = subprocess.run(
         [sys.executable, "-m", "cozyops", "lab", "up", "--dir", str(lab.dir), "--with-stack", "--json"],
         capture_output=True, text=True, timeout=900,
@@ -44,6 +44,12 @@ def stack_lab(lab):
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["stack"] and all(host["ok"] for host in status["hosts"]), status["hosts"]
+    return status
+
+
+@pytest.fixture(scope="module")
+def stack_lab(lab):
+    up_with_stack(lab)
     return lab
 
 
@@ -284,15 +290,8 @@ def test_up_with_stack_again_leaves_the_hosts_that_have_it_alone(stack_lab):
     runs = stack_lab.fleet_dir / ".cozyops" / "runs"
     before = sorted(path.name for path in runs.iterdir())
     assert before, "the stack was brought up by `cozyops server provision`, which keeps its runs here"
-    result = subprocess.run(
-        [sys.executable, "-m", "cozyops", "lab", "up", "--dir", str(stack_lab.dir), "--with-stack", "--json"],
-        capture_output=True, text=True, timeout=600,
-    )
-    SEEN_OUTPUT.extend([result.stdout, result.stderr])
-    assert result.returncode == 0, result.stderr
-    status = json.loads(result.stdout)
-    assert status["stack"] and [host["name"] for host in status["hosts"]] == ["h1", "h2", "h3"]
-    assert all(host["ok"] for host in status["hosts"]), status["hosts"]
+    status = up_with_stack(stack_lab)
+    assert [host["name"] for host in status["hosts"]] == ["h1", "h2", "h3"]
     assert sorted(path.name for path in runs.iterdir()) == before
     assert sorted(json.loads(stack_lab.state_path.read_text())["stacked"]) == ["h1", "h2", "h3"]
 
