@@ -10,7 +10,7 @@ Hosts receive their per-host files (host key, hostname, apt proxy, the machine's
 at boot, so nothing host-specific lives here: the build removes the SSH host keys and the
 machine-id that the packages' scripts generate.
 
-Like Debian's own container images (debuerreotype's ``--slimify`` and its dpkg settings), dpkg
+Like Debian's own container images (debuerreotype-minimizing-config and -slimify), dpkg
 unpacks without an fsync per file (``force-unsafe-io``: a host's disk is a scratch overlay that
 nothing outlives), leaves out manuals, info pages, translations and documentation but the
 copyright files. A provisioning run installs the same packages as on a full server, and spends
@@ -182,7 +182,7 @@ def _finish(root: Path, wanted: Recipe, log: Path, report: Report) -> None:
 
 
 DPKG_SETTINGS = {
-    # /etc/dpkg/dpkg.cfg.d/<name>: as in Debian's images (debuerreotype's docker-* files)
+    # /etc/dpkg/dpkg.cfg.d/<name>: as debuerreotype writes them for Debian's container images
     "cozyops-lab-unsafe-io": "force-unsafe-io\n",
     "cozyops-lab-slim": "".join(f"path-exclude {pattern}\n" for pattern in (
         "/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
