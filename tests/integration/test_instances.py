@@ -14,12 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dns.message
-import dns.query
 import pytest
 import yaml
 
-from cozyops.lab import netns
+from tests.integration.test_dns_providers import answers
 
 pytestmark = pytest.mark.timeout(2400)
 SEEN: list[str] = []  # every output, scanned for onboarding tokens in the logs at the end
@@ -242,16 +240,7 @@ def test_flat_mode_on_a_server_the_fleet_provisions_flat(stack_lab, tmp_path_fac
     # expects a name it deleted to have no address, which a wildcard left here would give it).
     removed = cozyops(lab, flat, "instance", "rm", domain, "--yes")
     assert removed.returncode == 0, removed.stderr[-3000:]
-    assert knot_answers(lab, f"nothing{t}.{lab.spec.zone2}.") == []
-
-
-def knot_answers(lab, name: str) -> list[str]:
-    """The A records Knot (the primary of zone2) answers for ``name``."""
-    def ask() -> list[str]:
-        response = dns.query.udp(dns.message.make_query(name, "A"), lab.spec.knot_address, timeout=2)
-        return sorted(rdata.to_text() for rrset in response.answer for rdata in rrset)
-
-    return netns.inside(lab.spec.netns, ask)
+    assert answers(lab, lab.spec.knot_address, f"nothing{t}.{lab.spec.zone2}.", "A") == []
 
 
 def test_no_onboarding_token_in_the_logs():
